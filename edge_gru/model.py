@@ -1,0 +1,86 @@
+"""A loaded bundle bound to a backend: batch prediction and stream pools."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from edge_gru.backends import Backend, create_backend
+from edge_gru.bundle import Bundle, Manifest, load_bundle
+from edge_gru.errors import BackendUnavailableError
+from edge_gru.normalization import StreamNormalizer
+from edge_gru.pool import StreamPool
+
+log = logging.getLogger(__name__)
+
+
+class Model:
+    """A bundle and the backend that runs it."""
+
+    def __init__(self, bundle: Bundle, backend: Backend) -> None:
+        self.bundle = bundle
+        self.backend = backend
+
+    @property
+    def id(self) -> str:
+        return self.bundle.id
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.bundle.manifest
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    def __repr__(self) -> str:
+        m = self.manifest
+        return (
+            f"Model(id={self.id!r}, backend={self.backend_name!r}, mode={m.mode!r}, "
+            f"units={m.units}, inputs={m.input_features}, window={m.window})"
+        )
+
+    def predict(self, windows: np.ndarray) -> np.ndarray:
+        """Forecast the sample after each window: (N, W, I) raw units -> (N,) raw units, like Keras ``predict``.
+
+        Each window runs from a zero state. With causal normalization each window is
+        normalized as a stream that has seen only that window would be.
+        """
+        x = np.asarray(windows, dtype=np.float64)
+        if x.ndim == 2 and self.manifest.input_features == 1:
+            x = x[:, :, None]
+        if x.ndim != 3 or x.shape[2] != self.manifest.input_features:
+            raise ValueError(
+                f"windows has shape {np.shape(windows)}; expected (N, W, {self.manifest.input_features})"
+            )
+        n, w, _ = x.shape
+        norm = StreamNormalizer(self.manifest.normalization, x.shape[2], self.manifest.target_index)
+        norm.grow(n)
+        rows = np.arange(n)
+        z = np.empty(x.shape, dtype=np.float32)
+        for t in range(w):
+            z[:, t, :] = norm.transform(rows, x[:, t, :])
+        y = self.backend.run_windows(z)
+        return norm.denormalize(rows, y)
+
+    def pool(self, max_streams: int = 10_000, *, idle_timeout_s: float | None = None) -> StreamPool:
+        """A pool of per-stream states for serving this model sample by sample."""
+        return StreamPool(self, max_streams, idle_timeout_s=idle_timeout_s)
+
+
+def load(path: str | os.PathLike[str], backend: str = "auto") -> Model:
+    """Load a bundle directory and bind it to ``backend``.
+
+    ``backend``: ``numba``, ``numpy``, ``tflite``, ``tflite-int8``, or ``auto`` (numba when
+    installed, else numpy).
+    """
+    bundle = load_bundle(path)
+    if backend == "auto":
+        try:
+            return Model(bundle, create_backend("numba", bundle))
+        except BackendUnavailableError as exc:
+            log.warning("numba backend unavailable (%s); using the numpy backend", exc)
+            backend = "numpy"
+    return Model(bundle, create_backend(backend, bundle))

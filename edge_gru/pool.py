@@ -1,0 +1,417 @@
+"""Per-stream state and every per-stream rule that changes a forecast.
+
+The daemon, the simulator and ``evaluate`` all feed readings through :class:`StreamPool`,
+so they agree by construction: warm-up, dropping NaN/inf, dropping out-of-order and
+duplicate timestamps, resetting after a gap, stream limits and idle expiry live here and
+nowhere else.
+
+>>> import edge_gru
+>>> model = edge_gru.load("models/default", backend="numpy")
+>>> pool = model.pool(max_streams=100)
+>>> out = pool.update(["kitchen"], [21.5], timestamps=[1000.0])
+>>> bool(out[0] != out[0])   # NaN while the stream warms up
+True
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edge_gru.atomicfile import atomic_write
+from edge_gru.errors import CheckpointError
+from edge_gru.normalization import StreamNormalizer
+
+if TYPE_CHECKING:
+    from edge_gru.model import Model
+
+CHECKPOINT_VERSION = 1
+PERIOD_SAMPLES = 5  # intervals used to learn a stream's sample period when the bundle has none
+
+
+class Status(IntEnum):
+    """What became of one reading. Every reading gets exactly one."""
+
+    FORECAST = 0  # accepted; a forecast was produced
+    WARMUP = 1  # accepted into the state; no forecast yet
+    NOT_FINITE = 2  # NaN or inf value or timestamp: dropped, state untouched
+    OUT_OF_ORDER = 3  # timestamp older than the stream's last one: dropped
+    DUPLICATE = 4  # timestamp equal to the stream's last one: dropped
+    STREAM_LIMIT = 5  # a new stream while the pool is full: dropped
+
+    @property
+    def reason(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True)
+class PoolResult:
+    """Per-reading outcome of :meth:`StreamPool.update_detailed`."""
+
+    forecasts: np.ndarray  # (S,) raw units; NaN unless status is FORECAST
+    status: np.ndarray  # (S,) uint8 Status codes
+    forecast_ts: np.ndarray  # (S,) epoch seconds of the forecast sample; NaN when unknown
+    resets: np.ndarray  # (S,) bool: the stream was reset by a gap before this reading
+
+
+class StreamPool:
+    """Hidden states (stateful mode) or ring buffers (window mode) for up to ``max_streams`` streams."""
+
+    def __init__(self, model: Model, max_streams: int = 10_000, *, idle_timeout_s: float | None = None) -> None:
+        if max_streams < 1:
+            raise ValueError("max_streams must be >= 1")
+        self.model = model
+        manifest = model.manifest
+        self.max_streams = int(max_streams)
+        self.idle_timeout_s = idle_timeout_s
+        self.stateful = manifest.mode == "stateful"
+        self.window = manifest.window
+        self.features = manifest.input_features
+        self.units = manifest.units
+        self.warmup = max(manifest.warmup, 1) if self.stateful else max(manifest.warmup, manifest.window)
+        self.period = manifest.sample_period_s
+        self.gap_factor = manifest.gap_factor
+        self.normalizer = StreamNormalizer(manifest.normalization, self.features, manifest.target_index)
+        self.gap_resets = 0
+        self.expired = 0
+        self._ids: dict[str, int] = {}
+        self._row_ids: list[str | None] = []
+        self._free: list[int] = []
+        self._capacity = 0
+        self._alloc(min(self.max_streams, 64))
+
+    # -- storage ---------------------------------------------------------------------------
+    def _alloc(self, capacity: int) -> None:
+        old = self._capacity
+        if capacity <= old:
+            return
+
+        def grown(arr: np.ndarray | None, shape: tuple[int, ...], dtype: type, fill: float = 0.0) -> np.ndarray:
+            new = np.full((capacity, *shape), fill, dtype=dtype)
+            if arr is not None:
+                new[:old] = arr
+            return new
+
+        get = self.__dict__.get
+        self.h = grown(get("h"), (self.units,) if self.stateful else (0,), np.float32)
+        self.ring = grown(get("ring"), (0 if self.stateful else self.window, self.features), np.float32)
+        self.count = grown(get("count"), (), np.int64)
+        self.last_ts = grown(get("last_ts"), (), np.float64, np.nan)
+        self.learned_period = grown(get("learned_period"), (), np.float64, np.nan)
+        self.intervals = grown(get("intervals"), (PERIOD_SAMPLES,), np.float64, np.nan)
+        self.last_seen = grown(get("last_seen"), (), np.float64)
+        self.normalizer.grow(capacity)
+        self._row_ids.extend([None] * (capacity - old))
+        self._free.extend(range(capacity - 1, old - 1, -1))
+        self._capacity = capacity
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, stream_id: object) -> bool:
+        return stream_id in self._ids
+
+    @property
+    def stream_ids(self) -> list[str]:
+        return list(self._ids)
+
+    def _clear_rows(self, rows: np.ndarray) -> None:
+        self.h[rows] = 0.0
+        self.ring[rows] = 0.0
+        self.count[rows] = 0
+
+    def _new_row(self, stream_id: str, now: float) -> int:
+        if not self._free:
+            if self._capacity < self.max_streams:
+                self._alloc(min(self.max_streams, max(64, 2 * self._capacity)))
+            elif not self._evict_idle(now):
+                return -1
+        row = self._free.pop()
+        self._ids[stream_id] = row
+        self._row_ids[row] = stream_id
+        rows = np.array([row])
+        self._clear_rows(rows)
+        self.normalizer.reset(rows)
+        self.last_ts[row] = np.nan
+        self.learned_period[row] = np.nan
+        self.intervals[row] = np.nan
+        self.last_seen[row] = now
+        return row
+
+    def _evict_idle(self, now: float) -> bool:
+        """Make room for a new stream by expiring the least recently seen idle one."""
+        if self.idle_timeout_s is None or not self._ids:
+            return False
+        live = np.fromiter(self._ids.values(), dtype=np.int64)
+        oldest = live[np.argmin(self.last_seen[live])]
+        if now - self.last_seen[oldest] < self.idle_timeout_s:
+            return False
+        self._remove_row(int(oldest))
+        self.expired += 1
+        return True
+
+    def _remove_row(self, row: int) -> None:
+        stream_id = self._row_ids[row]
+        if stream_id is not None:
+            del self._ids[stream_id]
+        self._row_ids[row] = None
+        self._free.append(row)
+
+    def remove(self, stream_id: str) -> bool:
+        """Forget a stream; returns whether it existed."""
+        row = self._ids.get(stream_id)
+        if row is None:
+            return False
+        self._remove_row(row)
+        return True
+
+    def reset(self, stream_id: str) -> None:
+        """Restart a stream's warm-up (hidden state or window), keeping its normalization."""
+        row = self._ids.get(stream_id)
+        if row is not None:
+            self._clear_rows(np.array([row]))
+
+    def expire_idle(self, max_idle_s: float, now: float | None = None) -> list[str]:
+        """Remove streams not seen for ``max_idle_s`` seconds; returns their ids."""
+        now = time.time() if now is None else now
+        gone = [sid for sid, row in self._ids.items() if now - self.last_seen[row] > max_idle_s]
+        for sid in gone:
+            self._remove_row(self._ids[sid])
+        self.expired += len(gone)
+        return gone
+
+    # -- the per-sample API ------------------------------------------------------------------
+    def update(
+        self,
+        stream_ids: Sequence[str],
+        values: Sequence[float] | np.ndarray,
+        timestamps: Sequence[float] | np.ndarray | None = None,
+    ) -> np.ndarray:
+        """One reading per entry -> forecast of each stream's next sample in raw units (NaN while warming up)."""
+        return self.update_detailed(stream_ids, values, timestamps).forecasts
+
+    def update_detailed(
+        self,
+        stream_ids: Sequence[str],
+        values: Sequence[float] | np.ndarray,
+        timestamps: Sequence[float] | np.ndarray | None = None,
+        *,
+        now: float | None = None,
+    ) -> PoolResult:
+        """Like :meth:`update`, with a :class:`Status` per reading and the forecast's timestamp.
+
+        ``now`` (epoch seconds, default the wall clock) is what idle expiry measures against.
+        A stream id may appear several times; its readings are applied in order.
+        """
+        n = len(stream_ids)
+        x = np.asarray(values, dtype=np.float64)
+        if x.ndim == 1 and self.features == 1:
+            x = x[:, None]
+        if x.shape != (n, self.features):
+            raise ValueError(
+                f"values has shape {np.shape(values)}; expected ({n},) or ({n}, {self.features}) for "
+                f"{n} stream ids and a model with {self.features} input feature(s)"
+            )
+        ts = None if timestamps is None else np.asarray(timestamps, dtype=np.float64).reshape(-1)
+        if ts is not None and ts.shape[0] != n:
+            raise ValueError(f"timestamps has {ts.shape[0]} entries for {n} stream ids")
+        now = time.time() if now is None else float(now)
+
+        status = np.full(n, Status.FORECAST, dtype=np.uint8)
+        forecasts = np.full(n, np.nan)
+        forecast_ts = np.full(n, np.nan)
+        resets = np.zeros(n, dtype=bool)
+
+        finite = np.isfinite(x).all(axis=1)
+        if ts is not None:
+            finite &= np.isfinite(ts)
+        rows = np.empty(n, dtype=np.int64)
+        get = self._ids.get
+        for i, sid in enumerate(stream_ids):
+            row = get(sid)
+            if row is None:
+                # A stream whose first reading is unusable is not created: it would only hold a slot.
+                row = self._new_row(sid, now) if finite[i] else -2
+            rows[i] = row
+        status[rows == -1] = Status.STREAM_LIMIT
+        status[(rows >= 0) & ~finite] = Status.NOT_FINITE
+        status[rows == -2] = Status.NOT_FINITE
+        todo = np.flatnonzero(status == Status.FORECAST)
+        if todo.size:
+            self.last_seen[rows[todo]] = now
+        for idx in _rounds(rows, todo):
+            self._apply(idx, rows[idx], x[idx], None if ts is None else ts[idx], status, forecasts, forecast_ts, resets)
+        return PoolResult(forecasts, status, forecast_ts, resets)
+
+    def _apply(
+        self,
+        idx: np.ndarray,
+        rows: np.ndarray,
+        x: np.ndarray,
+        ts: np.ndarray | None,
+        status: np.ndarray,
+        forecasts: np.ndarray,
+        forecast_ts: np.ndarray,
+        resets: np.ndarray,
+    ) -> None:
+        """Apply one reading to each of the distinct ``rows``."""
+        if ts is not None:
+            last = self.last_ts[rows]
+            dup = ts == last
+            ooo = ts < last
+            status[idx[dup]] = Status.DUPLICATE
+            status[idx[ooo]] = Status.OUT_OF_ORDER
+            keep = ~(dup | ooo)
+            idx, rows, x, ts, last = idx[keep], rows[keep], x[keep], ts[keep], last[keep]
+            if not idx.size:
+                return
+            dt = ts - last
+            period = np.full(rows.shape, self.period) if self.period else self.learned_period[rows]
+            gap = np.isfinite(dt) & np.isfinite(period) & (dt > self.gap_factor * period)
+            if gap.any():
+                self._clear_rows(rows[gap])
+                resets[idx[gap]] = True
+                self.gap_resets += int(gap.sum())
+            if self.period is None:
+                self._learn_period(rows[~gap], dt[~gap])
+            self.last_ts[rows] = ts
+        z = self.normalizer.transform(rows, x)
+        self.count[rows] += 1
+        ready = self.count[rows] >= self.warmup
+        if self.stateful:
+            y = self.model.backend.step(z, self.h, rows)
+        else:
+            ring = self.ring
+            ring[rows, :-1] = ring[rows, 1:]
+            ring[rows, -1] = z
+            y = np.zeros(rows.shape[0], dtype=np.float32)
+            if ready.any():
+                y[ready] = self.model.backend.run_windows(ring[rows[ready]])
+        raw = self.normalizer.denormalize(rows, y)
+        forecasts[idx[ready]] = raw[ready]
+        status[idx[~ready]] = Status.WARMUP
+        if ts is not None:
+            period = np.full(rows.shape, self.period) if self.period else self.learned_period[rows]
+            forecast_ts[idx] = ts + period
+
+    def _learn_period(self, rows: np.ndarray, dt: np.ndarray) -> None:
+        """Collect a stream's first intervals; their median becomes its sample period."""
+        learning = np.isnan(self.learned_period[rows]) & np.isfinite(dt) & (dt > 0)
+        for row, d in zip(rows[learning].tolist(), dt[learning].tolist(), strict=True):
+            slots = self.intervals[row]
+            free = np.flatnonzero(np.isnan(slots))
+            slots[free[0]] = d
+            if free.size == 1:
+                self.learned_period[row] = float(np.median(slots))
+
+    def stream_period(self, stream_id: str) -> float | None:
+        """The sample period used for gap detection: the bundle's, or the one learned for this stream."""
+        if self.period:
+            return self.period
+        row = self._ids.get(stream_id)
+        value = np.nan if row is None else self.learned_period[row]
+        return None if np.isnan(value) else float(value)
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write every stream's state atomically: after a crash the file is the old or the new one."""
+        rows = np.fromiter(self._ids.values(), dtype=np.int64, count=len(self._ids))
+        meta = {
+            "version": CHECKPOINT_VERSION,
+            "bundle_id": self.model.id,
+            "mode": "stateful" if self.stateful else "window",
+            "saved_at": time.time(),
+            "gap_resets": self.gap_resets,
+            "expired": self.expired,
+        }
+        arrays = {
+            "meta": np.array(json.dumps(meta)),
+            "ids": np.array(list(self._ids), dtype=str) if self._ids else np.zeros(0, dtype="<U1"),
+            "h": self.h[rows],
+            "ring": self.ring[rows],
+            "count": self.count[rows],
+            "last_ts": self.last_ts[rows],
+            "learned_period": self.learned_period[rows],
+            "intervals": self.intervals[rows],
+            "last_seen": self.last_seen[rows],
+            **{k: v[rows] for k, v in self.normalizer.state().items()},
+        }
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write(path, lambda fh: fh.write(buf.getvalue()))
+
+    def load(self, path: str | os.PathLike[str]) -> None:
+        """Restore a checkpoint written by :meth:`save` for the same bundle; replaces all streams."""
+        where = Path(path)
+        try:
+            with np.load(where, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+            meta = json.loads(str(arrays["meta"]))
+        except Exception as exc:  # noqa: BLE001 - any decoding failure means the same thing
+            raise CheckpointError(f"{where}: not a readable edge-gru checkpoint ({exc})") from exc
+        if meta.get("version") != CHECKPOINT_VERSION:
+            raise CheckpointError(f"{where}: checkpoint version {meta.get('version')!r} is not supported")
+        if meta.get("bundle_id") != self.model.id:
+            raise CheckpointError(
+                f"{where}: written for bundle {meta.get('bundle_id')!r}, but the loaded bundle is "
+                f"{self.model.id!r}; its state does not apply"
+            )
+        ids = [str(s) for s in arrays["ids"].tolist()]
+        n = len(ids)
+        if n > self.max_streams:
+            raise CheckpointError(f"{where}: holds {n} streams, more than max_streams={self.max_streams}")
+        expected = {
+            "h": (n, self.h.shape[1]),
+            "ring": (n, *self.ring.shape[1:]),
+            "norm_mean": (n, self.features),
+        }
+        for key, shape in expected.items():
+            if key not in arrays or arrays[key].shape != shape:
+                raise CheckpointError(f"{where}: array {key!r} has the wrong shape for this bundle")
+        self._ids.clear()
+        self._row_ids = []
+        self._free = []
+        self._capacity = 0
+        for name in ("h", "ring", "count", "last_ts", "learned_period", "intervals", "last_seen"):
+            self.__dict__.pop(name, None)
+        self.normalizer.mean = self.normalizer.mean[:0]
+        self.normalizer.var = self.normalizer.var[:0]
+        self.normalizer.count = self.normalizer.count[:0]
+        self._alloc(max(min(self.max_streams, 64), n))
+        rows = np.arange(n)
+        for name in ("h", "ring", "count", "last_ts", "learned_period", "intervals", "last_seen"):
+            getattr(self, name)[rows] = arrays[name]
+        self.normalizer.mean[rows] = arrays["norm_mean"]
+        self.normalizer.var[rows] = arrays["norm_var"]
+        self.normalizer.count[rows] = arrays["norm_count"]
+        self._free = [r for r in self._free if r >= n]
+        for row, sid in enumerate(ids):
+            self._ids[sid] = row
+            self._row_ids[row] = sid
+        self.gap_resets = int(meta.get("gap_resets", 0))
+        self.expired = int(meta.get("expired", 0))
+
+
+def _rounds(rows: np.ndarray, todo: np.ndarray) -> list[np.ndarray]:
+    """Split reading indices into rounds in which every stream appears at most once, in order."""
+    if not todo.size:
+        return []
+    r = rows[todo]
+    if np.unique(r).size == r.size:
+        return [todo]
+    order = np.argsort(r, kind="stable")
+    sorted_rows = r[order]
+    starts = np.r_[True, sorted_rows[1:] != sorted_rows[:-1]]
+    group_start = np.maximum.accumulate(np.where(starts, np.arange(r.size), 0))
+    rank = np.empty(r.size, dtype=np.int64)
+    rank[order] = np.arange(r.size) - group_start
+    return [todo[rank == k] for k in range(int(rank.max()) + 1)]

@@ -1,0 +1,233 @@
+"""Wire formats: sensor payloads in, forecast payloads out, and the topic <-> stream mapping.
+
+Kept free of MQTT and threads so the simulator, the daemon and the tests parse and encode
+exactly the same way. Every rejection is a :class:`~edge_gru.errors.PayloadError` whose
+``reason`` is a short snake_case word that the daemon counts and logs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from edge_gru.errors import PayloadError
+
+MAX_PAYLOAD_BYTES = 16_384
+MAX_EPOCH_S = 1e11  # ~ year 5138; larger values are almost always milliseconds
+STREAM = "{stream}"
+TS_FIELDS = ("ts", "timestamp", "time")
+
+_NUMBER_START = frozenset(b"0123456789+-.")
+
+
+def _reject(reason: str, detail: str) -> PayloadError:
+    err = PayloadError(f"{reason}: {detail}")
+    err.reason = reason  # type: ignore[attr-defined]
+    return err
+
+
+def _number(value: Any, field: str) -> float:
+    """A JSON field as a float: numbers, and numeric strings (some firmwares quote them)."""
+    if isinstance(value, bool) or value is None:
+        raise _reject("not_a_number", f"field {field!r} is {json.dumps(value)}, not a number")
+    if isinstance(value, int | float):
+        x = float(value)
+    elif isinstance(value, str):
+        try:
+            x = float(value)
+        except ValueError:
+            raise _reject("not_a_number", f"field {field!r} is the string {value[:40]!r}") from None
+    else:
+        raise _reject("not_a_number", f"field {field!r} is a {type(value).__name__}, not a number")
+    if not math.isfinite(x):
+        raise _reject("not_finite", f"field {field!r} is {x}")
+    return x
+
+
+def _timestamp(value: Any) -> float:
+    """Epoch seconds from a number or an ISO 8601 string with a time zone."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            try:
+                ts = float(value)
+            except ValueError:
+                raise _reject("bad_ts", f"ts {value[:40]!r} is neither epoch seconds nor ISO 8601") from None
+        else:
+            if parsed.tzinfo is None:
+                raise _reject("bad_ts", f"ts {value[:40]!r} has no time zone (append Z or +00:00)")
+            ts = parsed.timestamp()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        ts = float(value)
+    else:
+        raise _reject("bad_ts", f"ts is {json.dumps(value)[:40]}, expected epoch seconds")
+    if not math.isfinite(ts) or ts < 0:
+        raise _reject("bad_ts", f"ts {ts} is not a finite, non-negative epoch time")
+    if ts > MAX_EPOCH_S:
+        raise _reject("bad_ts", f"ts {ts:.0f} looks like milliseconds; send epoch seconds")
+    return ts
+
+
+def parse_payload(
+    payload: bytes, features: Sequence[str], *, max_bytes: int = MAX_PAYLOAD_BYTES
+) -> tuple[np.ndarray, float | None]:
+    """One reading: ``(values float64 (I,), ts or None)``.
+
+    Accepted: a plain number (one-feature models); a JSON object with ``value`` (or the
+    feature's name) and an optional ``ts`` (epoch seconds or ISO 8601); a JSON object
+    with one field per input feature; a JSON array of I numbers. Extra fields are ignored,
+    so sensors that also report battery or RSSI work unchanged.
+    """
+    n = len(payload)
+    if n == 0:
+        raise _reject("empty", "empty payload")
+    if n > max_bytes:
+        raise _reject("too_large", f"{n} bytes, limit {max_bytes}")
+    n_features = len(features)
+    if payload[0] in _NUMBER_START:  # the fast path for plain numbers
+        try:
+            x = float(payload)
+        except ValueError:
+            pass
+        else:
+            if n_features != 1:
+                raise _reject("missing_field", f"a plain number, but the model needs fields {list(features)}")
+            if not math.isfinite(x):
+                raise _reject("not_finite", f"value is {x}")
+            return np.array([x]), None
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _reject("bad_utf8", f"not UTF-8 at byte {exc.start}") from None
+    stripped = text.strip()
+    if not stripped:
+        raise _reject("empty", "payload is only white space")
+    if stripped[0] not in "{[":
+        try:
+            x = float(stripped)
+        except ValueError:
+            raise _reject("not_a_number", f"{stripped[:40]!r} is neither a number nor JSON") from None
+        if n_features != 1:
+            raise _reject("missing_field", f"a plain number, but the model needs fields {list(features)}")
+        if not math.isfinite(x):
+            raise _reject("not_finite", f"value is {x}")
+        return np.array([x]), None
+    try:
+        data = json.loads(stripped)
+    except (ValueError, RecursionError) as exc:
+        raise _reject("bad_json", str(exc)[:80]) from None
+    if isinstance(data, list):
+        if len(data) != n_features:
+            raise _reject("missing_field", f"array of {len(data)} values; the model needs {n_features}")
+        return np.array([_number(v, f"[{i}]") for i, v in enumerate(data)]), None
+    if not isinstance(data, dict):
+        raise _reject("bad_json", "top level must be a number, an object or an array")
+    ts = None
+    for key in TS_FIELDS:
+        if key in data:
+            ts = _timestamp(data[key])
+            break
+    if n_features == 1:
+        key = "value" if "value" in data else features[0]
+        if key not in data:
+            raise _reject("missing_field", f"no 'value' field (fields: {', '.join(list(data)[:8])})")
+        return np.array([_number(data[key], key)]), ts
+    missing = [f for f in features if f not in data]
+    if missing:
+        raise _reject("missing_field", f"missing {', '.join(missing)} (the model needs {', '.join(features)})")
+    return np.array([_number(data[f], f) for f in features]), ts
+
+
+class TopicMap:
+    """Input topic templates, each with one whole ``{stream}`` segment, e.g. ``sensors/{stream}/value``."""
+
+    def __init__(self, templates: Sequence[str]) -> None:
+        if isinstance(templates, str):
+            templates = [templates]
+        if not templates:
+            raise ValueError("at least one input topic template is needed, e.g. 'sensors/{stream}/value'")
+        self.templates = tuple(templates)
+        # (number of segments, index of the stream segment, the other segments) per template
+        self._parsed: list[tuple[int, int, tuple[tuple[int, str], ...]]] = []
+        for template in self.templates:
+            parts = template.split("/")
+            where = [i for i, p in enumerate(parts) if STREAM in p]
+            if len(where) != 1 or parts[where[0]] != STREAM or template.count(STREAM) != 1:
+                raise ValueError(
+                    f"input topic template {template!r} must contain exactly one whole '{{stream}}' segment, "
+                    "e.g. 'sensors/{stream}/value'"
+                )
+            if "+" in template or "#" in template:
+                raise ValueError(f"input topic template {template!r} must not contain the wildcards + or #")
+            others = tuple((i, p) for i, p in enumerate(parts) if i != where[0])
+            self._parsed.append((len(parts), where[0], others))
+
+    def stream(self, topic: str) -> str | None:
+        """The ``{stream}`` segment of ``topic``, or None when no template matches."""
+        parts = topic.split("/")
+        n = len(parts)
+        for count, index, others in self._parsed:
+            if count == n and all(parts[i] == p for i, p in others):
+                name = parts[index]
+                return name or None
+        return None
+
+    def subscriptions(self) -> list[str]:
+        """MQTT topic filters: each template with ``+`` in place of ``{stream}``."""
+        return [t.replace(STREAM, "+") for t in self.templates]
+
+    def __repr__(self) -> str:
+        return f"TopicMap({list(self.templates)!r})"
+
+
+def output_topic(template: str, stream: str) -> str:
+    """The forecast topic of ``stream``."""
+    return template.replace(STREAM, stream)
+
+
+def validate_output_template(template: str) -> None:
+    if template.count(STREAM) != 1:
+        raise ValueError(
+            f"output topic template {template!r} must contain '{{stream}}' once, e.g. 'predictions/{{stream}}'"
+        )
+    if "+" in template or "#" in template:
+        raise ValueError(f"output topic template {template!r} must not contain the wildcards + or #")
+
+
+def _json_number(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def encode_forecast(
+    *,
+    stream: str,
+    ts: float,
+    forecast_ts: float | None,
+    value: float,
+    model_id: str,
+    backend: str,
+    reset: bool = False,
+) -> bytes:
+    """The forecast payload of DESIGN.md (contract): stream, ts, forecast_ts, value, model, backend.
+
+    ``value`` is never null (warm-up readings get no forecast at all); ``forecast_ts`` is
+    null only while a stream's sample period is still unknown. ``reset`` is true on the
+    first forecast after a gap restarted the stream.
+    """
+    doc: dict[str, Any] = {
+        "stream": stream,
+        "ts": ts,
+        "forecast_ts": None if forecast_ts is None else _json_number(forecast_ts),
+        "value": float(value),
+        "model": model_id,
+        "backend": backend,
+    }
+    if reset:
+        doc["reset"] = True
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()

@@ -1,0 +1,375 @@
+"""The daemon's core: parse -> bounded queue -> batched ``pool.update_detailed`` -> publish.
+
+:meth:`Worker.submit` runs on the MQTT network thread and only parses and enqueues, so a
+slow model never stalls keep-alives or acknowledgements. One worker thread owns the
+:class:`~edge_gru.pool.StreamPool`: it drains the queue in batches across streams, and
+everything else that touches the pool (checkpoints, idle expiry, model reloads) runs on
+that thread too, through :meth:`Worker.add_periodic` and :meth:`Worker.call_soon`. The
+simulator drives the same object synchronously through :meth:`Worker.process_available`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from edge_gru.daemon.logs import RateLimitedWarnings, event
+from edge_gru.daemon.payload import MAX_PAYLOAD_BYTES, TopicMap, encode_forecast, output_topic, parse_payload
+from edge_gru.daemon.stats import Stats
+from edge_gru.errors import PayloadError
+from edge_gru.pool import Status, StreamPool
+
+if TYPE_CHECKING:
+    from edge_gru.model import Model
+
+log = logging.getLogger(__name__)
+
+QUEUE_POLICIES = ("drop_oldest", "drop_newest")
+_STATUS_REASONS = {int(s): s.reason for s in Status if s is not Status.FORECAST}
+
+
+class Publisher(Protocol):
+    """Where forecasts go: the MQTT client in the daemon, a collector in the simulator and tests."""
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None: ...
+
+
+class _Periodic:
+    __slots__ = ("due", "fn", "interval_s", "name")
+
+    def __init__(self, name: str, interval_s: float, fn: Callable[[], object]) -> None:
+        self.name = name
+        self.interval_s = interval_s
+        self.fn = fn
+        self.due = time.monotonic() + interval_s
+
+
+class Worker:
+    """Batches readings across streams through one :class:`StreamPool` and publishes forecasts."""
+
+    def __init__(
+        self,
+        *,
+        model: Model,
+        publisher: Publisher,
+        topics: TopicMap,
+        output_template: str,
+        max_streams: int = 10_000,
+        queue_size: int = 10_000,
+        queue_policy: str = "drop_oldest",
+        batch_size: int = 512,
+        idle_timeout_s: float | None = None,
+        clock: Callable[[], float] = time.time,
+        output_qos: int = 1,
+        output_retain: bool = False,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        pool: StreamPool | None = None,
+        on_first_forecast: Callable[[str], None] | None = None,
+        warn_interval_s: float = 10.0,
+        use_receive_time: bool = False,
+    ) -> None:
+        if queue_policy not in QUEUE_POLICIES:
+            raise ValueError(f"queue_policy {queue_policy!r}: choose one of {', '.join(QUEUE_POLICIES)}")
+        if queue_size < 1 or batch_size < 1:
+            raise ValueError("queue_size and batch_size must be >= 1")
+        self.model = model
+        self.publisher = publisher
+        self.topics = topics
+        self.output_template = output_template
+        self.max_streams = max_streams
+        self.queue_size = queue_size
+        self.queue_policy = queue_policy
+        self.batch_size = batch_size
+        self.idle_timeout_s = idle_timeout_s
+        self.output_qos = output_qos
+        self.output_retain = output_retain
+        self.max_payload_bytes = max_payload_bytes
+        self.on_first_forecast = on_first_forecast
+        self.use_receive_time = use_receive_time
+        self._clock = clock
+        self._features = model.manifest.features
+        self.pool = pool if pool is not None else model.pool(max_streams, idle_timeout_s=idle_timeout_s)
+        self.stats = Stats(clock=clock)
+        self._warnings = RateLimitedWarnings(log, interval_s=warn_interval_s)
+        self._queue: deque[tuple[str, np.ndarray, float | None, float]] = deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._idle = False
+        self._calls: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
+        self._periodic: list[_Periodic] = []
+        self._announced: set[str] = set()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._drain = True
+        self.last_loop = time.monotonic()  # when the worker loop last came round (watchdog)
+
+    # -- the network thread's side -------------------------------------------------------------
+    def submit(self, topic: str, payload: bytes, received: float | None = None) -> None:
+        """Parse one message and enqueue it. Thread-safe, never raises: failures are counted by reason."""
+        if received is None:
+            received = self._clock()
+        stream = self.topics.stream(topic)
+        reason = detail = None
+        if stream is None:
+            reason, detail = "unknown_topic", "matches no input template"
+        else:
+            try:
+                values, ts = parse_payload(payload, self._features, max_bytes=self.max_payload_bytes)
+            except PayloadError as exc:
+                reason, detail = getattr(exc, "reason", "bad_payload"), str(exc)
+            except Exception as exc:  # a parser bug must not kill the network thread
+                reason, detail = "bad_payload", repr(exc)
+        with self._lock:
+            self.stats.received += 1
+            if reason is not None:
+                self.stats.dropped[reason] += 1
+            elif len(self._queue) >= self.queue_size and self.queue_policy == "drop_newest":
+                self.stats.dropped["queue_full"] += 1
+                reason, detail = "queue_full", f"queue holds {self.queue_size}; newest reading dropped"
+            else:
+                if len(self._queue) >= self.queue_size:
+                    self._queue.popleft()
+                    self.stats.dropped["queue_full"] += 1
+                    reason, detail = "queue_full", f"queue holds {self.queue_size}; oldest reading dropped"
+                self._queue.append((stream, values, ts, received))  # type: ignore[arg-type]
+                if self._idle:
+                    self._wake.notify()
+        if reason is not None:
+            self._warnings.warn(reason, "dropped_reading", topic=topic, reason=reason, detail=detail)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    # -- the worker's side ---------------------------------------------------------------------
+    def process_available(self, max_batch: int | None = None) -> int:
+        """Run one batch from the queue through the pool and publish its forecasts; returns readings taken."""
+        limit = self.batch_size if max_batch is None else max_batch
+        with self._lock:
+            k = min(limit, len(self._queue))
+            if not k:
+                return 0
+            popleft = self._queue.popleft
+            items = [popleft() for _ in range(k)]
+        ids = [it[0] for it in items]
+        values = np.array([it[1] for it in items])
+        received = np.array([it[3] for it in items])
+        given = np.array([it[2] is not None for it in items])
+        ts = np.array([it[3] if it[2] is None else it[2] for it in items])
+        drops: dict[str, int] = {}
+        published = 0
+        try:
+            status, forecasts, forecast_ts = self._update(ids, values, ts, given)
+        except Exception:  # one bad batch must not stop the daemon
+            log.exception("batch_failed", extra={"fields": {"readings": k}})
+            drops["internal_error"] = k
+        else:
+            forecast_rows = np.flatnonzero(status == Status.FORECAST)
+            ok = np.zeros(forecast_rows.shape[0], dtype=bool)
+            model_id, backend = self.model.id, self.model.backend_name
+            period = self.pool.period
+            if period and not given.all():  # no ts given: the bundle's period still dates the forecast
+                forecast_ts = np.where(np.isnan(forecast_ts), ts + period, forecast_ts)
+            for j, i in enumerate(forecast_rows.tolist()):
+                stream = ids[i]
+                payload = encode_forecast(
+                    stream=stream,
+                    ts=float(ts[i]),
+                    forecast_ts=float(forecast_ts[i]),
+                    value=float(forecasts[i]),
+                    model_id=model_id,
+                    backend=backend,
+                )
+                try:
+                    self.publisher.publish(
+                        output_topic(self.output_template, stream),
+                        payload,
+                        qos=self.output_qos,
+                        retain=self.output_retain,
+                    )
+                except Exception as exc:  # counted and logged, never raised
+                    drops["publish_failed"] = drops.get("publish_failed", 0) + 1
+                    self._warnings.warn("publish_failed", "publish_failed", stream=stream, detail=str(exc))
+                    continue
+                ok[j] = True
+                if self.on_first_forecast is not None and stream not in self._announced:
+                    self._announce(stream)
+            published = int(ok.sum())
+            if published:
+                self.stats.record_latency(self._clock() - received[forecast_rows[ok]])
+            counts = np.bincount(status, minlength=len(Status))
+            for code, reason in _STATUS_REASONS.items():
+                if counts[code]:
+                    drops[reason] = drops.get(reason, 0) + int(counts[code])
+            for code in (Status.OUT_OF_ORDER, Status.DUPLICATE, Status.STREAM_LIMIT):
+                if counts[code]:
+                    first = int(np.flatnonzero(status == code)[0])
+                    self._warnings.warn(
+                        code.reason, "dropped_reading", stream=ids[first], reason=code.reason, count=int(counts[code])
+                    )
+        with self._lock:
+            self.stats.published += published
+            self.stats.batches += 1
+            for reason, n in drops.items():
+                self.stats.dropped[reason] += n
+        return k
+
+    def _update(
+        self, ids: list[str], values: np.ndarray, ts: np.ndarray, given: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``pool.update_detailed`` for one batch -> (status, forecasts, forecast_ts).
+
+        Readings that carry a ts go through the pool's timestamp rules (order, duplicates,
+        gaps). Readings without one use their receive time only when ``use_receive_time``:
+        receive times of messages the broker queued during an outage arrive in a burst and
+        would teach the pool a wrong sample period.
+        """
+        now = self._clock()
+        if self.use_receive_time or given.all():
+            r = self.pool.update_detailed(ids, values, ts, now=now)
+            return r.status, r.forecasts, r.forecast_ts
+        if not given.any():
+            r = self.pool.update_detailed(ids, values, None, now=now)
+            return r.status, r.forecasts, r.forecast_ts
+        status = np.empty(len(ids), dtype=np.uint8)
+        forecasts = np.empty(len(ids))
+        forecast_ts = np.empty(len(ids))
+        for mask in (given, ~given):
+            idx = np.flatnonzero(mask)
+            r = self.pool.update_detailed(
+                [ids[i] for i in idx], values[idx], ts[idx] if mask is given else None, now=now
+            )
+            status[idx], forecasts[idx], forecast_ts[idx] = r.status, r.forecasts, r.forecast_ts
+        return status, forecasts, forecast_ts
+
+    def _announce(self, stream: str) -> None:
+        if len(self._announced) >= 4 * self.max_streams:
+            self._announced.clear()
+        self._announced.add(stream)
+        try:
+            assert self.on_first_forecast is not None
+            self.on_first_forecast(stream)
+        except Exception:
+            log.exception("announce_failed", extra={"fields": {"stream": stream}})
+
+    def expire_idle(self) -> list[str]:
+        """Forget streams idle longer than ``idle_timeout_s`` (worker thread)."""
+        if self.idle_timeout_s is None:
+            return []
+        gone = self.pool.expire_idle(self.idle_timeout_s, self._clock())
+        if gone:
+            self._announced.difference_update(gone)
+            event(log, logging.INFO, "streams_expired", count=len(gone), idle_timeout_s=self.idle_timeout_s)
+        return gone
+
+    def replace_model(self, model: Model) -> None:
+        """Serve ``model`` from now on (worker thread). Same bundle id: the states carry over; else a fresh pool."""
+        old = self.model
+        if model.id == old.id:
+            self.pool.model = model
+        else:
+            self.pool = model.pool(self.max_streams, idle_timeout_s=self.idle_timeout_s)
+            self._announced.clear()
+        self.model = model
+        self._features = model.manifest.features
+
+    def snapshot(self, *, mark: bool = False) -> dict[str, Any]:
+        """Stats plus pool facts, JSON-ready."""
+        self.stats.extra.update(
+            model=self.model.id,
+            backend=self.model.backend_name,
+            gap_resets=self.pool.gap_resets,
+            expired=self.pool.expired,
+        )
+        return self.stats.snapshot(queued=len(self._queue), streams=len(self.pool), mark=mark)
+
+    # -- the thread ----------------------------------------------------------------------------
+    def add_periodic(self, name: str, interval_s: float, fn: Callable[[], object]) -> None:
+        """Run ``fn`` on the worker thread every ``interval_s`` seconds (exceptions logged)."""
+        self._periodic.append(_Periodic(name, interval_s, fn))
+
+    def call_soon(self, fn: Callable[[], Any]) -> Future[Any]:
+        """Run ``fn`` on the worker thread between batches (inline when no thread runs)."""
+        fut: Future[Any] = Future()
+        if self._thread is None or not self._thread.is_alive():
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:  # handed to the caller
+                fut.set_exception(exc)
+            return fut
+        with self._lock:
+            self._calls.append((fn, fut))
+            self._wake.notify()
+        return fut
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="edge-gru-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, drain: bool = True, timeout: float | None = 30.0) -> None:
+        """Stop the thread; with ``drain`` it first processes every reading already queued."""
+        thread = self._thread
+        with self._lock:
+            self._stopping = True
+            self._drain = drain
+            self._wake.notify()
+        if thread is not None:
+            thread.join(timeout)
+        self._thread = None
+        if drain:
+            while self.process_available():
+                pass
+        self._run_calls()
+
+    def _run_calls(self) -> None:
+        while self._calls:
+            with self._lock:
+                if not self._calls:
+                    break
+                fn, fut = self._calls.popleft()
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:  # handed to the caller
+                fut.set_exception(exc)
+
+    def _run_periodic(self) -> float:
+        """Run due tasks; returns seconds until the next one is due."""
+        now = time.monotonic()
+        wait = 1.0
+        for task in self._periodic:
+            if now >= task.due:
+                try:
+                    task.fn()
+                except Exception:  # a failing task is logged and retried next time
+                    log.exception("periodic_task_failed", extra={"fields": {"task": task.name}})
+                task.due = max(task.due + task.interval_s, now)
+            wait = min(wait, task.due - now)
+        return max(wait, 0.0)
+
+    def _run(self) -> None:
+        while True:
+            self.last_loop = time.monotonic()
+            n = self.process_available()
+            if self._calls:
+                self._run_calls()
+            wait = self._run_periodic()
+            if self._stopping:
+                if self._drain and self._queue:
+                    continue
+                return
+            if n == 0:
+                with self._lock:
+                    if not self._queue and not self._calls and not self._stopping:
+                        self._idle = True
+                        self._wake.wait(wait)
+                        self._idle = False

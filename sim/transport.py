@@ -1,0 +1,239 @@
+"""How the simulated readings reach the daemon's code.
+
+* :class:`InProcessTransport` (the default): the daemon's own :class:`~edge_gru.daemon.worker.Worker`
+  in this process. Each reading is the payload bytes a sensor would publish, handed to
+  ``Worker.submit`` with its topic (topic -> stream, parse, queue) and drained with
+  ``Worker.process_available`` (batched ``pool.update_detailed``, ``encode_forecast``,
+  publish) -- the daemon's code path, with a collector in place of the MQTT client.
+* :class:`sim.mqtt.MqttTransport`: a real broker and a running (or spawned) daemon.
+* :class:`PoolTransport`: the bare :class:`~edge_gru.pool.StreamPool`, no payloads and no
+  queue; the reference the tests and the benchmark compare the daemon's path against.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sim.clock import SimClock
+from sim.faults import GARBAGE
+from sim.schedule import Schedule
+
+if TYPE_CHECKING:
+    from edge_gru.model import Model
+
+INPUT_TEMPLATE = "sensors/{stream}/value"
+OUTPUT_TEMPLATE = "predictions/{stream}"
+# Drop reasons that come from the stream rules and the queue, not from payload parsing.
+NON_PAYLOAD_REASONS = frozenset(
+    {
+        "warmup",
+        "not_finite",
+        "out_of_order",
+        "duplicate",
+        "stream_limit",
+        "queue_full",
+        "unknown_topic",
+        "internal_error",
+        "publish_failed",
+    }
+)
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class Outcome:
+    """What a transport observed: the forecasts published and the daemon's counters."""
+
+    transport: str
+    model_id: str
+    backend: str
+    stream: np.ndarray  # (F,) int index into the schedule's streams of each forecast
+    ts: np.ndarray  # (F,) ``ts`` of the reading each forecast follows
+    forecast_ts: np.ndarray  # (F,)
+    value: np.ndarray  # (F,)
+    received: int
+    published: int
+    dropped: dict[str, int]
+    gap_resets: int | None
+    latency_ms: dict[str, float | None]  # p50_ms, p99_ms, max_ms; see ``latency_kind``
+    latency_kind: str
+    wall_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Collector:
+    """A :class:`~edge_gru.daemon.worker.Publisher` that keeps what the worker publishes."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        self.messages.append((topic, payload))
+
+
+def decode_forecasts(payloads: list[bytes], index: dict[str, int]) -> tuple[np.ndarray, ...]:
+    """Forecast payloads (DESIGN.md contract) -> (stream index, ts, forecast_ts, value) arrays."""
+    n = len(payloads)
+    stream = np.empty(n, dtype=np.int64)
+    ts = np.empty(n)
+    fts = np.empty(n)
+    value = np.empty(n)
+    for i, raw in enumerate(payloads):
+        doc = json.loads(raw)
+        stream[i] = index.get(doc["stream"], -1)
+        ts[i] = doc["ts"]
+        fts[i] = np.nan if doc.get("forecast_ts") is None else doc["forecast_ts"]
+        value[i] = doc["value"]
+    return stream, ts, fts, value
+
+
+class InProcessTransport:
+    """The daemon's Worker in this process, driven tick by tick on the simulator's clock."""
+
+    name = "in-process"
+
+    def __init__(
+        self,
+        model: Model,
+        *,
+        input_template: str = INPUT_TEMPLATE,
+        output_template: str = OUTPUT_TEMPLATE,
+        batch_size: int = 512,
+        queue_size: int = 10_000,
+        max_streams: int | None = None,
+    ) -> None:
+        self.model = model
+        self.input_template = input_template
+        self.output_template = output_template
+        self.batch_size = batch_size
+        self.queue_size = queue_size
+        self.max_streams = max_streams
+
+    def run(self, schedule: Schedule, clock: SimClock, progress: Progress | None = None) -> Outcome:
+        from edge_gru.daemon.payload import TopicMap
+        from edge_gru.daemon.worker import Worker
+
+        names = schedule.names
+        collector = Collector()
+        worker = Worker(
+            model=self.model,
+            publisher=collector,
+            topics=TopicMap([self.input_template]),
+            output_template=self.output_template,
+            max_streams=self.max_streams or max(10_000, len(names)),
+            queue_size=self.queue_size,
+            batch_size=self.batch_size,
+        )
+        topics = [self.input_template.replace("{stream}", s) for s in names]
+        stream_of = schedule.stream.tolist()
+        payloads = schedule.payloads
+        submit, process = worker.submit, worker.process_available
+        batch = self.batch_size
+        ticks = schedule.ticks.tolist()
+        elapsed = schedule.elapsed
+        clock.start()
+        t0 = time.perf_counter()
+        for k in range(len(ticks) - 1):
+            lo, hi = ticks[k], ticks[k + 1]
+            clock.wait_until(float(elapsed[lo]))
+            for i in range(lo, hi):
+                submit(topics[stream_of[i]], payloads[i])
+                if worker.queued >= batch:
+                    process()
+            while process():
+                pass
+            if progress is not None:
+                progress(hi - lo)
+        wall = time.perf_counter() - t0
+        stream, ts, fts, value = decode_forecasts(
+            [p for _, p in collector.messages], {s: i for i, s in enumerate(names)}
+        )
+        return Outcome(
+            transport=self.name,
+            model_id=self.model.id,
+            backend=self.model.backend_name,
+            stream=stream,
+            ts=ts,
+            forecast_ts=fts,
+            value=value,
+            received=worker.stats.received,
+            published=worker.stats.published,
+            dropped=dict(worker.stats.dropped),
+            gap_resets=worker.pool.gap_resets,
+            latency_ms=worker.stats.latency_quantiles(),
+            latency_kind="receive -> publish inside the worker",
+            wall_s=wall,
+            extra={"queued": worker.queued, "batches": worker.stats.batches},
+        )
+
+
+class PoolTransport:
+    """The bare stream pool fed the schedule's readings: the reference the daemon's path must equal."""
+
+    name = "pool"
+
+    def __init__(self, model: Model, *, max_streams: int | None = None) -> None:
+        self.model = model
+        self.max_streams = max_streams
+
+    def run(self, schedule: Schedule, clock: SimClock, progress: Progress | None = None) -> Outcome:
+        from edge_gru.pool import Status
+
+        names = schedule.names
+        pool = self.model.pool(self.max_streams or max(10_000, len(names)))
+        ids = np.array(names, dtype=object)
+        out_s: list[np.ndarray] = []
+        out_ts: list[np.ndarray] = []
+        out_f: list[np.ndarray] = []
+        out_v: list[np.ndarray] = []
+        dropped: dict[str, int] = {}
+        received = 0
+        ticks = schedule.ticks.tolist()
+        clock.start()
+        t0 = time.perf_counter()
+        for k in range(len(ticks) - 1):
+            lo, hi = ticks[k], ticks[k + 1]
+            clock.wait_until(float(schedule.elapsed[lo]))
+            received += hi - lo
+            sel = np.arange(lo, hi)
+            garbage = schedule.fates[sel] == GARBAGE
+            if garbage.any():
+                dropped["payload"] = dropped.get("payload", 0) + int(garbage.sum())
+                sel = sel[~garbage]
+            s = schedule.stream[sel]
+            r = pool.update_detailed(ids[s].tolist(), schedule.values[sel], schedule.ts[sel], now=time.time())
+            ok = r.status == Status.FORECAST
+            out_s.append(s[ok])
+            out_ts.append(schedule.ts[sel][ok])
+            out_f.append(r.forecast_ts[ok])
+            out_v.append(r.forecasts[ok])
+            for code in np.unique(r.status[~ok]).tolist():
+                reason = Status(code).reason
+                dropped[reason] = dropped.get(reason, 0) + int((r.status == code).sum())
+            if progress is not None:
+                progress(hi - lo)
+        wall = time.perf_counter() - t0
+        stream = np.concatenate(out_s) if out_s else np.zeros(0, np.int64)
+        return Outcome(
+            transport=self.name,
+            model_id=self.model.id,
+            backend=self.model.backend_name,
+            stream=stream.astype(np.int64),
+            ts=np.concatenate(out_ts) if out_ts else np.zeros(0),
+            forecast_ts=np.concatenate(out_f) if out_f else np.zeros(0),
+            value=np.concatenate(out_v) if out_v else np.zeros(0),
+            received=received,
+            published=int(stream.size),
+            dropped=dropped,
+            gap_resets=pool.gap_resets,
+            latency_ms={"p50_ms": None, "p99_ms": None, "max_ms": None},
+            latency_kind="none (direct pool calls)",
+            wall_s=wall,
+        )

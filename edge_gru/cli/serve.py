@@ -1,0 +1,55 @@
+"""``edge-gru serve``: the MQTT forecasting daemon (see ``edge_gru.daemon``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+
+@click.command()
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="TOML config file (see deploy/edge-gru.toml). EDGE_GRU_<SECTION>_<KEY> variables override it.",
+)
+@click.option("--check", is_flag=True, help="Validate the config, the bundle and the backend, print a summary, exit.")
+def serve(config_path: str, check: bool) -> None:
+    """Subscribe to sensor topics, forecast each stream's next sample, publish the forecasts.
+
+    Exit status: 0 after SIGTERM, 78 for a bad config or bundle (systemd: RestartPreventExitStatus=78).
+    """
+    from edge_gru.daemon import logs
+    from edge_gru.daemon.config import load_config
+    from edge_gru.errors import EdgeGruError
+
+    logs.configure("info")
+    try:
+        cfg = load_config(config_path)
+    except EdgeGruError as exc:
+        click.echo(f"edge-gru serve: {exc}", err=True)
+        sys.exit(78)
+    logs.configure(cfg.logging.level, cfg.logging.format)
+
+    from edge_gru.daemon.service import EX_CONFIG, Service
+    from edge_gru.daemon.service import check as check_config
+
+    if check:
+        try:
+            report = check_config(cfg)
+        except (EdgeGruError, OSError) as exc:
+            click.echo(f"edge-gru serve --check: {exc}", err=True)
+            sys.exit(EX_CONFIG)
+        click.echo(json.dumps(report, indent=2, default=str))
+        for warning in report["warnings"]:
+            click.echo(f"warning: {warning}", err=True)
+        return
+    try:
+        service = Service(cfg)
+    except (EdgeGruError, OSError) as exc:
+        click.echo(f"edge-gru serve: {exc}", err=True)
+        sys.exit(EX_CONFIG)
+    sys.exit(service.run())

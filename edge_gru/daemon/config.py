@@ -1,0 +1,359 @@
+"""The daemon's configuration: TOML into frozen, typed, keyword-only dataclasses.
+
+Every key is validated where it is read, and an error names ``section.key`` and the file,
+because a daemon that starts with a typo in its config fails silently for months.
+Environment variables ``EDGE_GRU_<SECTION>_<KEY>`` override the file (for secrets and
+hosts that differ per device): ``EDGE_GRU_MQTT_HOST``, ``EDGE_GRU_MQTT_PASSWORD``, ...
+Secrets never appear in ``repr`` or logs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import socket
+import stat
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_gru.daemon.logs import LEVELS, event
+from edge_gru.daemon.payload import TopicMap, validate_output_template
+from edge_gru.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "EDGE_GRU_"
+BACKEND_CHOICES = ("auto", "numba", "numpy", "tflite", "tflite-int8")
+PROTOCOLS = ("5", "3.1.1")
+
+
+class Secret(str):
+    """A string that shows as ``'***'`` in ``repr``, f-strings of the config, and logs."""
+
+    def __repr__(self) -> str:
+        return "'***'" if self else "''"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MqttConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    client_id: str = field(default_factory=lambda: f"edge-gru-{socket.gethostname()}")
+    protocol: str = "5"
+    keepalive_s: int = 30
+    username: str | None = None
+    password: Secret | None = None
+    password_file: str | None = None
+    tls: bool = False
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_insecure: bool = False
+    qos: int = 1
+    session_expiry_s: int = 7 * 24 * 3600
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 60.0
+    max_queued_out: int = 10_000
+
+    @property
+    def status_topic(self) -> str:
+        return f"edge-gru/{self.client_id}/status"
+
+    def resolved_password(self) -> Secret | None:
+        """The password, read from ``password_file`` (e.g. a systemd credential) when that is set."""
+        if self.password_file:
+            try:
+                return Secret(Path(self.password_file).read_text().rstrip("\r\n"))
+            except OSError as exc:
+                raise ConfigError(f"mqtt.password_file: cannot read {self.password_file}: {exc.strerror}") from exc
+        return self.password
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    path: str = "models/default"
+    backend: str = "auto"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamsConfig:
+    input: tuple[str, ...] = ("sensors/{stream}/value",)
+    output: str = "predictions/{stream}"
+    output_qos: int = 1
+    output_retain: bool = False
+    max_streams: int = 10_000
+    idle_timeout_s: float | None = 86_400.0
+    queue_size: int = 10_000
+    queue_policy: str = "drop_oldest"
+    batch_size: int = 512
+    max_payload_bytes: int = 16_384
+    use_receive_time: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class StateConfig:
+    dir: str = "/var/lib/edge-gru"
+    checkpoint_interval_s: float = 30.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatsConfig:
+    interval_s: float = 60.0
+    topic: str = "edge-gru/{client_id}/stats"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoggingConfig:
+    level: str = "info"
+    format: str = "logfmt"
+    warn_interval_s: float = 10.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class HomeAssistantConfig:
+    enabled: bool = False
+    discovery_prefix: str = "homeassistant"
+    unit_of_measurement: str | None = None
+    device_class: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    streams: StreamsConfig = field(default_factory=StreamsConfig)
+    state: StateConfig = field(default_factory=StateConfig)
+    stats: StatsConfig = field(default_factory=StatsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
+    source: str = "<defaults>"
+
+    @property
+    def stats_topic(self) -> str:
+        return self.stats.topic.replace("{client_id}", self.mqtt.client_id)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return Path(self.state.dir) / f"{self.mqtt.client_id}.checkpoint.npz"
+
+
+_SECTION_TYPES = {
+    "mqtt": MqttConfig,
+    "model": ModelConfig,
+    "streams": StreamsConfig,
+    "state": StateConfig,
+    "stats": StatsConfig,
+    "logging": LoggingConfig,
+    "homeassistant": HomeAssistantConfig,
+}
+
+
+def _type_name(tp: Any) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", Secret: "a string"}
+    if tp in names:
+        return names[tp]
+    return "a list of strings"
+
+
+def _unwrap(tp: Any) -> tuple[Any, bool]:
+    """(base type, optional) of ``X | None``."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0], True
+    return tp, False
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check a TOML value against a field type (ints are fine where floats are expected)."""
+    base, optional = _unwrap(tp)
+    if value is None and optional:
+        return None
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+    elif base is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif base is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif base is str or base is Secret:
+        if isinstance(value, str):
+            return Secret(value) if base is Secret else value
+    elif typing.get_origin(base) is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+    shown = "***" if base is Secret else json.dumps(value, default=str)[:60]
+    raise ConfigError(f"{where}: expected {_type_name(base)}, got {shown}")
+
+
+def _from_env(raw: str, tp: Any, where: str) -> Any:
+    """Parse an environment value by the field's type (lists: JSON or comma separated; '' means unset)."""
+    base, optional = _unwrap(tp)
+    if optional and raw == "":
+        return None
+    try:
+        if base is bool:
+            lowered = raw.strip().lower()
+            if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(raw)
+            return lowered in ("1", "true", "yes", "on")
+        if base is int:
+            return int(raw)
+        if base is float:
+            return float(raw)
+        if typing.get_origin(base) is tuple:
+            if raw.lstrip().startswith("["):
+                return _coerce(json.loads(raw), tp, where)
+            return tuple(p.strip() for p in raw.split(",") if p.strip())
+    except ValueError:
+        shown = "***" if base is Secret else repr(raw[:60])
+        raise ConfigError(f"{where}: expected {_type_name(base)}, got {shown}") from None
+    return Secret(raw) if base is Secret else raw
+
+
+def _check(cond: bool, where: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(f"{where}: {message}")
+
+
+def _validate(cfg: Config, source: str) -> None:
+    m, s, st = cfg.mqtt, cfg.streams, cfg.state
+
+    def at(key: str) -> str:
+        return f"{source}: {key}"
+
+    _check(bool(m.host), at("mqtt.host"), "must not be empty")
+    _check(1 <= m.port <= 65535, at("mqtt.port"), f"{m.port} is not a TCP port (1-65535)")
+    _check(
+        bool(m.client_id) and not any(c in m.client_id for c in "+#/"),
+        at("mqtt.client_id"),
+        f"{m.client_id!r} must be non-empty and free of '+', '#' and '/' (it names the status topic)",
+    )
+    _check(m.protocol in PROTOCOLS, at("mqtt.protocol"), f'{m.protocol!r}: choose "5" or "3.1.1"')
+    _check(5 <= m.keepalive_s <= 65535, at("mqtt.keepalive_s"), "must be between 5 and 65535 seconds")
+    _check(m.qos in (0, 1, 2), at("mqtt.qos"), "must be 0, 1 or 2")
+    _check(m.session_expiry_s >= 0, at("mqtt.session_expiry_s"), "must be >= 0")
+    _check(0 < m.reconnect_min_s <= m.reconnect_max_s, at("mqtt.reconnect_min_s"), "must be > 0 and <= reconnect_max_s")
+    _check(m.max_queued_out >= 1, at("mqtt.max_queued_out"), "must be >= 1")
+    _check(not (m.password and m.password_file), at("mqtt.password_file"), "set password or password_file, not both")
+    _check(
+        not (m.tls_cert and not m.tls_key) and not (m.tls_key and not m.tls_cert),
+        at("mqtt.tls_cert"),
+        "tls_cert and tls_key go together",
+    )
+    for key in ("tls_ca", "tls_cert", "tls_key"):
+        path = getattr(m, key)
+        if path is not None:
+            _check(Path(path).is_file(), at(f"mqtt.{key}"), f"{path} is not a readable file")
+    _check(
+        cfg.model.backend in BACKEND_CHOICES,
+        at("model.backend"),
+        f"{cfg.model.backend!r}: choose one of {', '.join(BACKEND_CHOICES)}",
+    )
+    _check(bool(cfg.model.path), at("model.path"), "must name a bundle directory")
+    try:
+        TopicMap(s.input)
+    except ValueError as exc:
+        raise ConfigError(at(f"streams.input: {exc}")) from None
+    try:
+        validate_output_template(s.output)
+    except ValueError as exc:
+        raise ConfigError(at(f"streams.output: {exc}")) from None
+    _check(s.output_qos in (0, 1, 2), at("streams.output_qos"), "must be 0, 1 or 2")
+    _check(s.max_streams >= 1, at("streams.max_streams"), "must be >= 1")
+    _check(s.idle_timeout_s is None or s.idle_timeout_s > 0, at("streams.idle_timeout_s"), "must be > 0")
+    _check(s.queue_size >= 1, at("streams.queue_size"), "must be >= 1")
+    _check(
+        s.queue_policy in ("drop_oldest", "drop_newest"),
+        at("streams.queue_policy"),
+        f'{s.queue_policy!r}: choose "drop_oldest" or "drop_newest"',
+    )
+    _check(s.batch_size >= 1, at("streams.batch_size"), "must be >= 1")
+    _check(s.max_payload_bytes >= 16, at("streams.max_payload_bytes"), "must be >= 16")
+    _check(bool(st.dir), at("state.dir"), "must name a directory")
+    _check(st.checkpoint_interval_s > 0, at("state.checkpoint_interval_s"), "must be > 0")
+    _check(cfg.stats.interval_s >= 0, at("stats.interval_s"), "must be >= 0 (0 turns the stats topic off)")
+    _check(
+        cfg.logging.level in LEVELS, at("logging.level"), f"{cfg.logging.level!r}: choose one of {', '.join(LEVELS)}"
+    )
+    _check(cfg.logging.format in ("logfmt", "json"), at("logging.format"), 'choose "logfmt" or "json"')
+
+
+def load_config(path: str | os.PathLike[str] | None, *, environ: typing.Mapping[str, str] | None = None) -> Config:
+    """Read, override from the environment, and validate; every problem raises :class:`ConfigError`."""
+    environ = os.environ if environ is None else environ
+    source = str(path) if path is not None else "<defaults>"
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"{source}: no such config file") from None
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read ({exc.strerror})") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML ({exc})") from None
+    unknown = [k for k in data if k not in _SECTION_TYPES]
+    if unknown:
+        raise ConfigError(f"{source}: unknown section [{unknown[0]}]; sections are {', '.join(_SECTION_TYPES)}")
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTION_TYPES.items():
+        table = data.get(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: {name} must be a table ([{name}])")
+        hints = typing.get_type_hints(cls)
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in table:
+            if key not in known:
+                raise ConfigError(f"{source}: unknown key {name}.{key}; [{name}] takes {', '.join(sorted(known))}")
+        kwargs = {key: _coerce(value, hints[key], f"{source}: {name}.{key}") for key, value in table.items()}
+        for key in known:
+            var = f"{ENV_PREFIX}{name.upper()}_{key.upper()}"
+            if var in environ:
+                kwargs[key] = _from_env(environ[var], hints[key], f"environment {var} ({name}.{key})")
+        sections[name] = cls(**kwargs)
+    cfg = Config(**sections, source=source)
+    _validate(cfg, source)
+    if path is not None and _file_holds_password(data) and _world_readable(path):
+        event(
+            log,
+            logging.WARNING,
+            "config_world_readable",
+            file=source,
+            detail="the file holds mqtt.password and is readable by every user; chmod 600 it, or use "
+            "EDGE_GRU_MQTT_PASSWORD or mqtt.password_file",
+        )
+    return cfg
+
+
+def _file_holds_password(data: dict[str, Any]) -> bool:
+    mqtt = data.get("mqtt")
+    return isinstance(mqtt, dict) and bool(mqtt.get("password"))
+
+
+def _world_readable(path: str | os.PathLike[str]) -> bool:
+    try:
+        return bool(os.stat(path).st_mode & stat.S_IROTH)
+    except OSError:
+        return False
+
+
+def describe(cfg: Config) -> dict[str, Any]:
+    """The effective configuration as a dict for logs and ``--check``, secrets redacted."""
+    out: dict[str, Any] = {}
+    for name in _SECTION_TYPES:
+        section = dataclasses.asdict(getattr(cfg, name))
+        if name == "mqtt" and section.get("password"):
+            section["password"] = "***"
+        out[name] = {k: list(v) if isinstance(v, tuple) else v for k, v in section.items()}
+    return out

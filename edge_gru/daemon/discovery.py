@@ -1,0 +1,68 @@
+"""Home Assistant MQTT discovery: one forecast sensor per stream, announced on its first forecast.
+
+The config message is retained, so Home Assistant picks the sensors up after its own
+restarts; availability follows the daemon's status topic.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from edge_gru.daemon.config import Config
+from edge_gru.daemon.payload import output_topic
+from edge_gru.daemon.worker import Publisher
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def object_id(text: str) -> str:
+    """Home Assistant ids allow ``[A-Za-z0-9_-]`` only."""
+    return _UNSAFE.sub("_", text)
+
+
+class Discovery:
+    """Publishes ``<prefix>/sensor/<node>/<stream>_forecast/config`` for each new stream."""
+
+    def __init__(self, cfg: Config, publisher: Publisher, *, version: str = "") -> None:
+        self.cfg = cfg
+        self.publisher = publisher
+        self.version = version
+
+    def config_topic(self, stream: str) -> str:
+        ha = self.cfg.homeassistant
+        return f"{ha.discovery_prefix}/sensor/{object_id(self.cfg.mqtt.client_id)}/{object_id(stream)}_forecast/config"
+
+    def config_payload(self, stream: str) -> dict[str, Any]:
+        cfg, ha = self.cfg, self.cfg.homeassistant
+        node = cfg.mqtt.client_id
+        state = output_topic(cfg.streams.output, stream)
+        doc: dict[str, Any] = {
+            "name": f"{stream} forecast",
+            "unique_id": f"{object_id(node)}_{object_id(stream)}_forecast",
+            "object_id": f"{object_id(stream)}_forecast",
+            "state_topic": state,
+            "value_template": "{{ value_json.value }}",
+            "json_attributes_topic": state,
+            "state_class": "measurement",
+            "availability_topic": cfg.mqtt.status_topic,
+            "payload_available": "online",
+            "payload_not_available": "offline",
+            "device": {
+                "identifiers": [f"edge-gru-{node}"],
+                "name": f"edge-gru {node}",
+                "manufacturer": "edge-gru",
+                "model": "GRU forecaster",
+                **({"sw_version": self.version} if self.version else {}),
+            },
+        }
+        if ha.unit_of_measurement:
+            doc["unit_of_measurement"] = ha.unit_of_measurement
+        if ha.device_class:
+            doc["device_class"] = ha.device_class
+        return doc
+
+    def announce(self, stream: str) -> None:
+        payload = json.dumps(self.config_payload(stream), separators=(",", ":")).encode()
+        self.publisher.publish(self.config_topic(stream), payload, qos=1, retain=True)

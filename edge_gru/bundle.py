@@ -7,6 +7,7 @@ or edited bundle is refused before it can serve wrong numbers.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -15,7 +16,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -85,9 +86,7 @@ class GRUWeights:
             if arrays[key].shape != shape:
                 raise BundleError(f"{where}: array {key!r} has shape {arrays[key].shape}, expected {shape}")
         if self.bias.shape not in ((2, 3 * u), (3 * u,)):
-            raise BundleError(
-                f"{where}: array 'bias' has shape {self.bias.shape}, expected (2, {3 * u}) or ({3 * u},)"
-            )
+            raise BundleError(f"{where}: array 'bias' has shape {self.bias.shape}, expected (2, {3 * u}) or ({3 * u},)")
 
     def as_dict(self) -> dict[str, np.ndarray]:
         return {key: getattr(self, key) for key in _WEIGHT_KEYS}
@@ -265,9 +264,7 @@ class Manifest:
             or not all(isinstance(f, str) and f for f in features)
             or len(set(features)) != len(features)
         ):
-            raise BundleError(
-                f"{MANIFEST}: field 'features' must list {features_n} distinct non-empty names"
-            )
+            raise BundleError(f"{MANIFEST}: field 'features' must list {features_n} distinct non-empty names")
         target = data.get("target")
         if target not in features:
             raise BundleError(f"{MANIFEST}: field 'target' is {target!r}, which is not one of 'features'")
@@ -277,9 +274,7 @@ class Manifest:
             if period <= 0:
                 raise BundleError(f"{MANIFEST}: field 'sample_period_s' must be > 0 or null")
         files = data.get("files", {})
-        if not isinstance(files, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in files.items()
-        ):
+        if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
             raise BundleError(f"{MANIFEST}: field 'files' must map file names to sha256 hex digests")
         for name in files:
             if name != os.path.basename(name) or name in ("", ".", "..", MANIFEST):
@@ -288,8 +283,20 @@ class Manifest:
         if not isinstance(training, dict):
             raise BundleError(f"{MANIFEST}: field 'training' must be an object")
         known = {
-            "format", "format_version", "id", "name", "architecture", "mode", "features", "target",
-            "normalization", "sample_period_s", "gap_factor", "warmup", "training", "files",
+            "format",
+            "format_version",
+            "id",
+            "name",
+            "architecture",
+            "mode",
+            "features",
+            "target",
+            "normalization",
+            "sample_period_s",
+            "gap_factor",
+            "warmup",
+            "training",
+            "files",
         }
         return cls(
             units=units,
@@ -298,7 +305,7 @@ class Manifest:
             reset_after=reset_after,
             mode=mode,
             features=tuple(features),
-            target=target,
+            target=str(target),
             normalization=Normalization.from_json(data.get("normalization"), features_n),
             sample_period_s=period,
             gap_factor=_number(data.get("gap_factor", 3.0), f"{MANIFEST}: field 'gap_factor'", minimum=1.0),
@@ -438,14 +445,14 @@ def write_bundle(
     root.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
     weights_path = root / WEIGHTS
-    atomic_write(weights_path, lambda fh: np.savez(fh, **weights.as_dict()))
+    atomic_write(weights_path, lambda fh: np.savez(fh, **weights.as_dict()))  # type: ignore[arg-type]
     files[WEIGHTS] = sha256_file(weights_path)
     for name, payload in (extra_files or {}).items():
         if name != os.path.basename(name) or name in (MANIFEST, WEIGHTS):
             raise BundleError(f"cannot add {name!r} to a bundle: not a plain extra file name")
-        atomic_write(root / name, lambda fh, payload=payload: fh.write(payload))
+        atomic_write(root / name, functools.partial(_write_bytes, payload))
         files[name] = sha256_file(root / name)
-    for name, digest in manifest.files.items():
+    for name in manifest.files:
         if name not in files and (root / name).is_file():
             files[name] = sha256_file(root / name)
     bundle_id = compute_bundle_id(manifest.name, files[WEIGHTS], manifest)
@@ -453,3 +460,7 @@ def write_bundle(
     text = json.dumps(final.to_json(), indent=2, sort_keys=False) + "\n"
     atomic_write(root / MANIFEST, lambda fh: fh.write(text.encode()))
     return load_bundle(root)
+
+
+def _write_bytes(payload: bytes, fh: BinaryIO) -> None:
+    fh.write(payload)

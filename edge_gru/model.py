@@ -52,9 +52,7 @@ class Model:
         if x.ndim == 2 and self.manifest.input_features == 1:
             x = x[:, :, None]
         if x.ndim != 3 or x.shape[2] != self.manifest.input_features:
-            raise ValueError(
-                f"windows has shape {np.shape(windows)}; expected (N, W, {self.manifest.input_features})"
-            )
+            raise ValueError(f"windows has shape {np.shape(windows)}; expected (N, W, {self.manifest.input_features})")
         n, w, _ = x.shape
         norm = StreamNormalizer(self.manifest.normalization, x.shape[2], self.manifest.target_index)
         norm.grow(n)

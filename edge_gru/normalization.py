@@ -17,7 +17,12 @@ half-life in samples)::
     var   = (1 - a) * (var + a * d * d)
     scale = max(sqrt(var), 1e-6 + 1e-4 * |mean|)
     z     = clip((x - mean) / scale, -clip, clip)     # network input
-    forecast = mean_target + scale_target * y          # network output -> raw units
+    forecast = x_target + scale_target * y             # network output -> raw units
+
+The network predicts the *change* from the current reading in units of the stream's
+scale, so ``y = 0`` is persistence: a generic model starts from the strongest naive
+forecast and only has to learn corrections, which is what lets it beat persistence on
+smooth series. ``fixed`` keeps ``forecast = target_mean + target_std * y``.
 
 >>> import numpy as np
 >>> norm = StreamNormalizer(Normalization(kind="causal", halflife=10.0, clip=8.0), features=1, target=0)
@@ -54,6 +59,7 @@ class StreamNormalizer:
         self.mean = np.zeros((0, features), dtype=np.float64)
         self.var = np.zeros((0, features), dtype=np.float64)
         self.count = np.zeros(0, dtype=np.int64)
+        self.last = np.zeros(0, dtype=np.float64)  # newest raw reading of the target, per row
         if not self.causal:
             self._in_mean = np.asarray(normalization.input_mean, dtype=np.float64)
             self._in_std = np.asarray(normalization.input_std, dtype=np.float64)
@@ -69,11 +75,15 @@ class StreamNormalizer:
         count = np.zeros(capacity, dtype=np.int64)
         count[:old] = self.count
         self.count = count
+        last = np.zeros(capacity, dtype=np.float64)
+        last[:old] = self.last[:old]
+        self.last = last
 
     def reset(self, rows: np.ndarray) -> None:
         self.mean[rows] = 0.0
         self.var[rows] = 0.0
         self.count[rows] = 0
+        self.last[rows] = 0.0
 
     def transform(self, rows: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Observe raw readings ``x`` (S, I) of distinct ``rows`` and return network inputs (S, I) float32."""
@@ -88,6 +98,7 @@ class StreamNormalizer:
             var = (1.0 - a) * (self.var[rows] + a * d * d)
             self.mean[rows] = mean
             self.var[rows] = var
+            self.last[rows] = x[:, self.target]
             z = (x - mean) / self._scale(mean, var)
         else:
             z = (x - self._in_mean) / self._in_std
@@ -100,8 +111,7 @@ class StreamNormalizer:
         y = np.asarray(y, dtype=np.float64)
         if self.causal:
             t = self.target
-            mean = self.mean[rows, t]
-            return mean + self._scale(mean, self.var[rows, t]) * y
+            return self.last[rows] + self._scale(self.mean[rows, t], self.var[rows, t]) * y
         return self.spec.target_mean + self.spec.target_std * y
 
     @staticmethod
@@ -109,12 +119,13 @@ class StreamNormalizer:
         return np.maximum(np.sqrt(var), 1e-6 + 1e-4 * np.abs(mean))
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"norm_mean": self.mean, "norm_var": self.var, "norm_count": self.count}
+        return {"norm_mean": self.mean, "norm_var": self.var, "norm_count": self.count, "norm_last": self.last}
 
     def restore(self, arrays: dict[str, np.ndarray]) -> None:
         self.mean = np.array(arrays["norm_mean"], dtype=np.float64)
         self.var = np.array(arrays["norm_var"], dtype=np.float64)
         self.count = np.array(arrays["norm_count"], dtype=np.int64)
+        self.last = np.array(arrays.get("norm_last", self.mean[:, self.target]), dtype=np.float64)
 
 
 def normalize_series(

@@ -96,7 +96,7 @@ class StreamPool:
             return
 
         def grown(arr: np.ndarray | None, shape: tuple[int, ...], dtype: type, fill: float = 0.0) -> np.ndarray:
-            new = np.full((capacity, *shape), fill, dtype=dtype)
+            new: np.ndarray = np.full((capacity, *shape), fill, dtype=dtype)
             if arr is not None:
                 new[:old] = arr
             return new
@@ -231,7 +231,7 @@ class StreamPool:
         forecast_ts = np.full(n, np.nan)
         resets = np.zeros(n, dtype=bool)
 
-        finite = np.isfinite(x).all(axis=1)
+        finite = np.asarray(np.isfinite(x).all(axis=1))
         if ts is not None:
             finite &= np.isfinite(ts)
         rows = np.empty(n, dtype=np.int64)
@@ -346,7 +346,7 @@ class StreamPool:
             **{k: v[rows] for k, v in self.normalizer.state().items()},
         }
         buf = io.BytesIO()
-        np.savez(buf, **arrays)
+        np.savez(buf, **arrays)  # type: ignore[arg-type]
         atomic_write(path, lambda fh: fh.write(buf.getvalue()))
 
     def load(self, path: str | os.PathLike[str]) -> None:
@@ -356,7 +356,7 @@ class StreamPool:
             with np.load(where, allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
             meta = json.loads(str(arrays["meta"]))
-        except Exception as exc:  # noqa: BLE001 - any decoding failure means the same thing
+        except Exception as exc:
             raise CheckpointError(f"{where}: not a readable edge-gru checkpoint ({exc})") from exc
         if meta.get("version") != CHECKPOINT_VERSION:
             raise CheckpointError(f"{where}: checkpoint version {meta.get('version')!r} is not supported")
@@ -393,6 +393,8 @@ class StreamPool:
         self.normalizer.mean[rows] = arrays["norm_mean"]
         self.normalizer.var[rows] = arrays["norm_var"]
         self.normalizer.count[rows] = arrays["norm_count"]
+        # Newest raw target reading (causal forecasts are relative to it); older checkpoints lack it.
+        self.normalizer.last[rows] = arrays.get("norm_last", arrays["norm_mean"][:, self.normalizer.target])
         self._free = [r for r in self._free if r >= n]
         for row, sid in enumerate(ids):
             self._ids[sid] = row

@@ -45,8 +45,7 @@ class Broker:
             "max_queued_messages 100000\n"
             "message_size_limit 0\n"
             f"log_dest file {self.log_path}\n"
-            "log_type error\nlog_type warning\nlog_type notice\n"
-            + self.extra_config
+            "log_type error\nlog_type warning\nlog_type notice\n" + self.extra_config
         )
 
     def start(self, timeout: float = 10.0) -> Broker:

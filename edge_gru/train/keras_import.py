@@ -26,7 +26,11 @@ def gru_weights_from_keras(model: Any) -> tuple[GRUWeights, dict[str, Any]]:
     if len(layers) != 2 or not isinstance(layers[0], keras.layers.GRU) or not isinstance(layers[1], keras.layers.Dense):
         raise BundleError(
             f"model {model.name!r} has layers {kinds}; supported is exactly [GRU, Dense(1)]"
-            + (f" (layer {layers[0].name!r} is not a GRU)" if layers and not isinstance(layers[0], keras.layers.GRU) else "")
+            + (
+                f" (layer {layers[0].name!r} is not a GRU)"
+                if layers and not isinstance(layers[0], keras.layers.GRU)
+                else ""
+            )
         )
     gru, dense = layers
     cfg = gru.get_config()
@@ -59,7 +63,9 @@ def gru_weights_from_keras(model: Any) -> tuple[GRUWeights, dict[str, Any]]:
         bias = np.zeros((2, 3 * units) if reset_after else (3 * units,), dtype=np.float32)
     dw = [np.asarray(w, dtype=np.float32) for w in dense.get_weights()]
     dense_bias = dw[1] if len(dw) > 1 else np.zeros(1, dtype=np.float32)
-    weights = GRUWeights(kernel, recurrent, bias.reshape((2, 3 * units) if reset_after else (3 * units,)), dw[0], dense_bias)
+    weights = GRUWeights(
+        kernel, recurrent, bias.reshape((2, 3 * units) if reset_after else (3 * units,)), dw[0], dense_bias
+    )
     weights.validate(where=f"keras model {model.name!r}")
     shape = model.inputs[0].shape if getattr(model, "inputs", None) else (None, None, kernel.shape[0])
     return weights, {"window": shape[1], "stateful": bool(cfg.get("stateful", False))}
@@ -89,7 +95,7 @@ def import_keras(
             raise BundleError(f"{path}: no such Keras model file")
         try:
             model = keras.saving.load_model(path, compile=False)
-        except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
+        except Exception as exc:
             raise BundleError(f"{path}: Keras cannot load this model ({exc})") from exc
         default_name = path.stem
     else:
@@ -108,8 +114,7 @@ def import_keras(
         mode=mode,
         features=features,
         target=target or features[0],
-        normalization=normalization
-        or Normalization(kind="fixed", input_mean=(0.0,) * n_in, input_std=(1.0,) * n_in),
+        normalization=normalization or Normalization(kind="fixed", input_mean=(0.0,) * n_in, input_std=(1.0,) * n_in),
         sample_period_s=sample_period_s,
         warmup=warmup if warmup is not None else (int(window) if mode == "window" else 1),
         name=name or default_name,

@@ -1,0 +1,190 @@
+"""The bundle format refuses every kind of damage with an error that names the file and field."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edge_gru
+from edge_gru.bundle import MANIFEST, WEIGHTS, load_bundle, sha256_file
+from edge_gru.errors import BundleError
+from tests.bundles import make_bundle, random_weights
+
+
+def _rewrite_manifest(bundle_dir: Path, **changes: object) -> None:
+    data = json.loads((bundle_dir / MANIFEST).read_text())
+    for key, value in changes.items():
+        target = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            target = target[p]
+        target[leaf] = value
+    (bundle_dir / MANIFEST).write_text(json.dumps(data))
+
+
+def test_round_trip_keeps_weights_and_manifest(tmp_path: Path) -> None:
+    b = make_bundle(tmp_path / "b", units=6, features=2, reset_after=False, sample_period_s=60.0)
+    again = load_bundle(tmp_path / "b")
+    assert again.id == b.id and again.id.startswith("test-")
+    w = random_weights(6, 2, reset_after=False)
+    for key, arr in w.as_dict().items():
+        np.testing.assert_array_equal(getattr(again.weights, key), arr)
+    assert again.manifest.sample_period_s == 60.0
+    assert again.manifest.features == ("f0", "f1")
+    assert not again.manifest.reset_after
+
+
+def test_id_changes_with_weights(tmp_path: Path) -> None:
+    a = make_bundle(tmp_path / "a", seed=1)
+    b = make_bundle(tmp_path / "b", seed=2)
+    c = make_bundle(tmp_path / "c", seed=1)
+    assert a.id != b.id
+    assert a.id == c.id
+
+
+def test_wrong_checksum_names_the_file(tmp_path: Path) -> None:
+    make_bundle(tmp_path / "b")
+    weights = tmp_path / "b" / WEIGHTS
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"weights\.npz: sha256 .* does not match manifest\.json"):
+        load_bundle(tmp_path / "b")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    make_bundle(tmp_path / "b")
+    (tmp_path / "b" / WEIGHTS).unlink()
+    with pytest.raises(BundleError, match=r"weights\.npz: listed in manifest\.json but missing"):
+        load_bundle(tmp_path / "b")
+
+
+def test_missing_manifest_and_not_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BundleError, match=r"manifest\.json: missing"):
+        load_bundle(tmp_path / "empty")
+    with pytest.raises(BundleError, match="not a bundle directory"):
+        load_bundle(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("format_version", 99, "format_version"),
+        ("format", "something-else", "'format'"),
+        ("mode", "batch", "'mode'"),
+        ("architecture.units", 0, "architecture.units"),
+        ("architecture.units", "50", "architecture.units"),
+        ("architecture.reset_after", "yes", "architecture.reset_after"),
+        ("target", "humidity", "'target'"),
+        ("normalization.kind", "minmax", "normalization"),
+        ("normalization.input_std", [0.0], "input_std"),
+        ("sample_period_s", -5, "sample_period_s"),
+        ("files", {"../../etc/passwd": "00"}, "not a plain file name"),
+    ],
+)
+def test_bad_manifest_fields_are_named(tmp_path: Path, field: str, value: object, message: str) -> None:
+    make_bundle(tmp_path / "b")
+    _rewrite_manifest(tmp_path / "b", **{field: value})
+    with pytest.raises(BundleError, match=message):
+        load_bundle(tmp_path / "b")
+
+
+def test_manifest_not_json(tmp_path: Path) -> None:
+    make_bundle(tmp_path / "b")
+    (tmp_path / "b" / MANIFEST).write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        load_bundle(tmp_path / "b")
+
+
+def _replace_weights(bundle_dir: Path, arrays: dict[str, np.ndarray] | bytes) -> None:
+    path = bundle_dir / WEIGHTS
+    if isinstance(arrays, bytes):
+        path.write_bytes(arrays)
+    else:
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        path.write_bytes(buf.getvalue())
+    data = json.loads((bundle_dir / MANIFEST).read_text())
+    data["files"][WEIGHTS] = sha256_file(path)
+    (bundle_dir / MANIFEST).write_text(json.dumps(data))
+
+
+def test_shapes_that_disagree_with_the_manifest(tmp_path: Path) -> None:
+    make_bundle(tmp_path / "b", units=8)
+    _replace_weights(tmp_path / "b", random_weights(9, 1).as_dict())
+    with pytest.raises(BundleError, match=r"do not match manifest\.json field 'architecture'"):
+        load_bundle(tmp_path / "b")
+
+
+def test_inconsistent_array_shapes(tmp_path: Path) -> None:
+    make_bundle(tmp_path / "b", units=8)
+    arrays = random_weights(8, 1).as_dict()
+    arrays["recurrent_kernel"] = arrays["recurrent_kernel"][:, :10]
+    _replace_weights(tmp_path / "b", arrays)
+    with pytest.raises(BundleError, match="'recurrent_kernel' has shape"):
+        load_bundle(tmp_path / "b")
+
+
+def test_missing_array_and_wrong_dtype(tmp_path: Path) -> None:
+    make_bundle(tmp_path / "b", units=8)
+    arrays = random_weights(8, 1).as_dict()
+    del arrays["dense_bias"]
+    _replace_weights(tmp_path / "b", arrays)
+    with pytest.raises(BundleError, match=r"missing array.*dense_bias"):
+        load_bundle(tmp_path / "b")
+    arrays = random_weights(8, 1).as_dict()
+    arrays["kernel"] = arrays["kernel"].astype(np.float64)
+    _replace_weights(tmp_path / "b", arrays)
+    with pytest.raises(BundleError, match="'kernel' has dtype float64"):
+        load_bundle(tmp_path / "b")
+
+
+def test_nan_weights_are_refused(tmp_path: Path) -> None:
+    make_bundle(tmp_path / "b", units=8)
+    arrays = random_weights(8, 1).as_dict()
+    arrays["bias"][0, 3] = np.nan
+    _replace_weights(tmp_path / "b", arrays)
+    with pytest.raises(BundleError, match="'bias' contains NaN"):
+        load_bundle(tmp_path / "b")
+
+
+class _Boom:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (print, ("pickle executed",))
+
+
+def test_pickled_object_in_weights_is_never_loaded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_bundle(tmp_path / "b", units=8)
+    arrays: dict[str, np.ndarray] = dict(random_weights(8, 1).as_dict())
+    arrays["kernel"] = np.array([_Boom()], dtype=object)
+    _replace_weights(tmp_path / "b", arrays)
+    with pytest.raises(BundleError, match="cannot read weights"):
+        load_bundle(tmp_path / "b")
+    assert "pickle executed" not in capsys.readouterr().out
+    # A raw pickle renamed to weights.npz is refused too.
+    _replace_weights(tmp_path / "b", pickle.dumps(_Boom()))
+    with pytest.raises(BundleError, match="cannot read weights"):
+        load_bundle(tmp_path / "b")
+    assert "pickle executed" not in capsys.readouterr().out
+
+
+def test_truncated_weights(tmp_path: Path) -> None:
+    make_bundle(tmp_path / "b", units=8)
+    data = (tmp_path / "b" / WEIGHTS).read_bytes()
+    _replace_weights(tmp_path / "b", data[: len(data) // 2])
+    with pytest.raises(BundleError, match="cannot read weights"):
+        load_bundle(tmp_path / "b")
+
+
+def test_copied_bundle_loads_and_serves(tmp_path: Path) -> None:
+    make_bundle(tmp_path / "b")
+    shutil.copytree(tmp_path / "b", tmp_path / "copy")
+    model = edge_gru.load(tmp_path / "copy", backend="numpy")
+    assert model.predict(np.full((2, 5, 1), 10.0)).shape == (2,)

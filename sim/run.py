@@ -99,7 +99,7 @@ def simulate(
     meta = {
         "scenario": config.name,
         "seed": config.seed,
-        "streams": len(schedule.streams),
+        "stream_count": len(schedule.streams),
         "profiles_run": sorted({s.profile for s in schedule.streams}),
         "duration_s": seconds,
         "period_s": config.period_s if synthetic else None,

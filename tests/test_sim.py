@@ -1,0 +1,293 @@
+"""The simulator in-process: reproducibility, fault accounting, the daemon's path equals the pool, scoring."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import edge_gru
+from edge_gru.cli import main
+from edge_gru.errors import ConfigError, DataError
+from edge_gru.pool import Status
+from sim.clock import SimClock
+from sim.config import SimConfig, parse_duration
+from sim.faults import FATES, STREAM_FAULTS, inject, parse_faults
+from sim.profiles import STANDARD_PROFILES, ReplaySource, Series, build_streams
+from sim.replay import load_column
+from sim.run import build_run, simulate
+from sim.scenario import load_scenario, named_scenarios
+from sim.transport import InProcessTransport, PoolTransport
+from tests.conftest import DEFAULT_MODEL
+
+SIM_DATA = Path(__file__).resolve().parent.parent / "sim" / "data"
+
+
+@pytest.fixture(scope="module")
+def model() -> edge_gru.Model:
+    return edge_gru.load(DEFAULT_MODEL, backend="numpy")
+
+
+def _numbers(report_json: dict) -> dict:
+    """Everything in the report that must not depend on the machine's speed."""
+    return {k: v for k, v in report_json.items() if k != "timing"}
+
+
+def test_same_seed_same_report_different_seed_different(model: edge_gru.Model) -> None:
+    cfg = SimConfig(streams=6, duration_s=2 * 86400, seed=3, faults=parse_faults("all"))
+    a = simulate(cfg, model=model).report.to_json()
+    b = simulate(cfg, model=model).report.to_json()
+    c = simulate(SimConfig(streams=6, duration_s=2 * 86400, seed=4, faults=parse_faults("all")), model=model)
+    assert json.dumps(_numbers(a), sort_keys=True) == json.dumps(_numbers(b), sort_keys=True)
+    cj = c.report.to_json()
+    assert cj["total"]["mae"] != a["total"]["mae"]
+    assert cj["total"]["persistence_mae"] != a["total"]["persistence_mae"]
+
+
+def test_a_stream_does_not_depend_on_how_many_run_beside_it() -> None:
+    few = build_streams(streams=2, profiles=STANDARD_PROFILES, samples=100, period_s=60.0, seed=9)
+    many = build_streams(streams=12, profiles=STANDARD_PROFILES, samples=100, period_s=60.0, seed=9)
+    np.testing.assert_array_equal(few[1].values, many[1].values)
+    assert {s.profile for s in many} == set(STANDARD_PROFILES)
+    assert all(np.isfinite(s.values).all() and s.values.shape == (100,) for s in many)
+
+
+def test_profiles_have_their_shapes() -> None:
+    day = 288  # 5-minute samples
+    streams = {
+        s.profile: s
+        for s in build_streams(streams=6, profiles=STANDARD_PROFILES, samples=14 * day, period_s=300.0, seed=1)
+    }
+    daily = streams["daily"].values
+    lag_day = np.corrcoef(daily[:-day], daily[day:])[0, 1]
+    lag_half = np.corrcoef(daily[: -day // 2], daily[day // 2 :])[0, 1]
+    assert lag_day > 0.9 > lag_half
+    weekly = streams["weekly"]
+    weekday = ((weekly.ts // 86400) + 3) % 7 < 5
+    noon = ((weekly.ts % 86400) / 3600).astype(int) == 12
+    assert weekly.values[weekday & noon].mean() > weekly.values[~weekday & noon].mean() + 5
+    step = np.abs(np.diff(streams["step"].values))
+    assert (step > 10).sum() >= 5  # abrupt level changes, not a smooth signal
+    drift = streams["drift"].values
+    days = drift[: 14 * day].reshape(14, day).mean(axis=1)
+    assert abs(days[-1] - days[0]) > 0.2  # the daily means move
+
+
+def test_each_fault_is_injected_and_counted(model: edge_gru.Model) -> None:
+    rates = {name: 0.006 for name in STREAM_FAULTS}
+    result = simulate(SimConfig(streams=6, duration_s=4 * 86400, seed=5, faults=parse_faults(rates)), model=model)
+    report = result.report
+    inj = report.injected
+    assert all(inj[name] > 0 for name in STREAM_FAULTS), inj
+    dropped = report.outcome.dropped
+    assert dropped["not_finite"] == inj["nan"]
+    assert sum(report.payload_drops.values()) == inj["garbage"]
+    assert dropped["out_of_order"] == inj["out_of_order"]
+    assert dropped["duplicate"] == inj["duplicate"]
+    assert report.outcome.gap_resets == inj["gap"] + inj["clock_jump"]
+    for c in report.fault_checks().values():
+        if c["observed"] is not None:
+            assert c["observed"] == c["injected"]
+    # the accounting invariant of the daemon: every reading is published or dropped for one reason
+    assert report.outcome.received == report.outcome.published + sum(dropped.values())
+    assert report.unmatched_forecasts == 0
+
+
+def test_fault_injection_changes_only_what_it_says() -> None:
+    series = build_streams(streams=1, profiles=("sine",), samples=2000, period_s=60.0, seed=2)[0]
+    out = inject(series, parse_faults("out_of_order=0.02"), np.random.default_rng(0))
+    late = np.flatnonzero(out.fates == FATES.index("out_of_order"))
+    assert late.size == out.injected["out_of_order"] > 0
+    assert (out.ts[late] < out.ts[late - 1]).all()  # each arrives after a newer reading
+    np.testing.assert_array_equal(np.sort(out.ts), series.ts)  # nothing lost, nothing invented
+    drop = inject(series, parse_faults("dropout=0.02"), np.random.default_rng(0))
+    assert drop.ts.size == series.ts.size - drop.injected["dropout"] and drop.injected["dropout"] > 0
+    dup = inject(series, parse_faults("duplicate=0.02"), np.random.default_rng(0))
+    assert dup.ts.size == series.ts.size + dup.injected["duplicate"] and dup.injected["duplicate"] > 0
+    gaps = inject(series, parse_faults("gap=0.01"), np.random.default_rng(0))
+    holes = np.diff(gaps.ts) / 60.0
+    assert (holes > 3).sum() == gaps.injected["gap"] > 0 and holes.min() == 1.0
+    stuck = inject(series, parse_faults("stuck=0.01"), np.random.default_rng(0))
+    assert stuck.injected["stuck"] > 0 and (np.diff(stuck.values) == 0).sum() >= 5 * stuck.injected["stuck"]
+    nan = inject(series, parse_faults("nan=0.02"), np.random.default_rng(0))
+    assert np.isnan(nan.values).sum() == nan.injected["nan"] > 0
+    clean = ~np.isnan(nan.values)
+    np.testing.assert_array_equal(nan.values[clean], series.values[clean])
+
+
+def test_the_daemons_path_gives_the_pools_forecasts(model: edge_gru.Model) -> None:
+    """Payload bytes -> Worker.submit -> queue -> batches -> publish equals pool.update_detailed on the readings."""
+    schedule = build_run(SimConfig(streams=5, duration_s=86400, seed=11, faults=parse_faults("all,nan=0.01")))
+    worker = InProcessTransport(model, batch_size=7).run(schedule, SimClock())
+    pool = PoolTransport(model).run(schedule, SimClock())
+    assert worker.published == pool.published > 0
+    a = np.lexsort((worker.ts, worker.stream))
+    b = np.lexsort((pool.ts, pool.stream))
+    np.testing.assert_array_equal(worker.stream[a], pool.stream[b])
+    np.testing.assert_array_equal(worker.ts[a], pool.ts[b])
+    np.testing.assert_allclose(worker.value[a], pool.value[b], rtol=1e-12)
+    for reason in ("warmup", "not_finite", "out_of_order", "duplicate"):
+        assert worker.dropped.get(reason, 0) == pool.dropped.get(reason, 0), reason
+
+
+def test_scores_are_model_and_persistence_on_accepted_pairs(model: edge_gru.Model, tmp_path: Path) -> None:
+    """Replay of a real column: the report equals a direct pool loop scored by hand (what evaluate computes)."""
+    col = load_column(SIM_DATA / "taylor_electricity_30min.csv", "demand_MW", limit=600)
+    result = simulate(
+        SimConfig(streams=0, replays=(ReplaySource(path=str(col.path), column="demand_MW"),), duration_s=600 * 1800.0),
+        model=model,
+    )
+    pool = model.pool(10)
+    r = pool.update_detailed(["x"] * 1, col.values[:1], col.ts[:1])
+    forecasts, statuses = [r.forecasts[0]], [r.status[0]]
+    for i in range(1, col.values.size):
+        r = pool.update_detailed(["x"], col.values[i : i + 1], col.ts[i : i + 1])
+        forecasts.append(r.forecasts[0])
+        statuses.append(r.status[0])
+    f = np.array(forecasts[:-1])
+    ok = np.array(statuses[:-1]) == Status.FORECAST
+    actual = col.values[1:][ok]
+    mae = np.mean(np.abs(f[ok] - actual))
+    pmae = np.mean(np.abs(col.values[:-1][ok] - actual))
+    rmse = math.sqrt(np.mean((f[ok] - actual) ** 2))
+    total = result.report.to_json()["total"]
+    assert total["n"] == ok.sum()
+    assert total["mae"] == pytest.approx(mae, rel=1e-12)
+    assert total["rmse"] == pytest.approx(rmse, rel=1e-12)
+    assert total["persistence_mae"] == pytest.approx(pmae, rel=1e-12)
+    assert total["mae_ratio"] == pytest.approx(mae / pmae, rel=1e-12)
+
+
+def test_replay_skips_empty_cells_and_names_bad_input(tmp_path: Path) -> None:
+    col = load_column(SIM_DATA / "beijing_pm25_2014_hourly.csv", "pm2.5")
+    assert col.values.size == 8760 - 99 and np.isfinite(col.values).all()
+    assert (np.diff(col.ts) > 0).all()
+    with pytest.raises(DataError, match="no column 'pm25'"):
+        load_column(SIM_DATA / "beijing_pm25_2014_hourly.csv", "pm25")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("time,v\n2026-01-01T00:00:00Z,1\n2026-01-01T00:01:00Z,warm\n")
+    with pytest.raises(DataError, match=r"bad.csv:3: column 'v' holds 'warm'"):
+        load_column(bad, "v")
+
+
+def test_virtual_clock_never_sleeps_and_speed_paces() -> None:
+    slept: list[float] = []
+    now = [100.0]
+    clock = SimClock(speed=60.0, monotonic=lambda: now[0], sleep=slept.append)
+    clock.start()
+    clock.wait_until(600.0)  # 10 simulated minutes at 60x = 10 s of wall time
+    assert slept == [pytest.approx(10.0)]
+    virtual = SimClock(speed=None, monotonic=lambda: 0.0, sleep=slept.append)
+    virtual.wait_until(1e9)
+    assert len(slept) == 1
+    with pytest.raises(ConfigError):
+        SimClock(speed=0)
+
+
+def test_fault_spec_errors_name_the_fault() -> None:
+    with pytest.raises(ConfigError, match="unknown fault 'nans'"):
+        parse_faults("nans=0.1")
+    with pytest.raises(ConfigError, match="nan rate must be between 0 and 1"):
+        parse_faults("nan=2")
+    with pytest.raises(ConfigError, match="broker_restart and daemon_restart need --spawn-broker"):
+        SimConfig(faults=parse_faults("broker_restart=1"))
+    assert parse_faults("all,nan=0.05").rates["nan"] == 0.05
+    assert parse_duration("36h") == 129600.0
+
+
+def test_scenarios_load_and_errors_name_the_key(tmp_path: Path) -> None:
+    names = named_scenarios()
+    assert {"default", "electricity", "sea-temperature", "beijing-air", "flaky-network"} <= set(names)
+    for name in names:
+        kwargs = load_scenario(name)
+        SimConfig(**kwargs)
+        for replay in kwargs.get("replays", ()):
+            assert Path(replay.path).is_file() and Path(replay.path).is_relative_to(SIM_DATA)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('streams = 3\nduraton = "1d"\n')
+    with pytest.raises(ConfigError, match=r"bad.toml: unknown key 'duraton'"):
+        load_scenario(bad)
+    bad.write_text('streams = "three"\n')
+    with pytest.raises(ConfigError, match=r"bad.toml: key 'streams' has the wrong type"):
+        load_scenario(bad)
+    bad.write_text('[[replay]]\nfile = "x.csv"\n')
+    with pytest.raises(ConfigError, match=r"replay\[0\]: key 'column' is missing"):
+        load_scenario(bad)
+    bad.write_text('faults = "nan=7"\n')
+    with pytest.raises(ConfigError, match=r"bad.toml: key faults: nan rate"):
+        load_scenario(bad)
+
+
+def test_saved_scenario_reproduces_the_command_line(model: edge_gru.Model, tmp_path: Path) -> None:
+    scen = tmp_path / "mine.toml"
+    scen.write_text(
+        'streams = 3\nprofiles = ["sine", "step"]\nduration = "1d"\nperiod = "10m"\nseed = 4\nfaults = "nan=0.01"\n'
+    )
+    from_file = simulate(SimConfig(**load_scenario(scen)), model=model).report.to_json()
+    direct = simulate(
+        SimConfig(
+            streams=3,
+            profiles=("sine", "step"),
+            duration_s=86400,
+            period_s=600,
+            seed=4,
+            faults=parse_faults("nan=0.01"),
+        ),
+        model=model,
+    ).report.to_json()
+    assert _numbers(from_file) | {"scenario": None} == _numbers(direct) | {"scenario": None}
+
+
+def test_cli_json_and_plot(tmp_path: Path) -> None:
+    png = tmp_path / "sim.png"
+    res = CliRunner().invoke(
+        main,
+        [
+            "simulate",
+            "--streams",
+            "4",
+            "--duration",
+            "1d",
+            "--faults",
+            "nan=0.01",
+            "--json",
+            "--plot",
+            str(png),
+            "--backend",
+            "numpy",
+            "--model",
+            str(DEFAULT_MODEL),
+            "-q",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    assert doc["stream_count"] == len(doc["streams"]) == 4 and doc["transport"] == "in-process"
+    assert {p["profile"] for p in doc["profiles"]} == {"sine", "random_walk", "daily", "weekly"}
+    assert doc["faults"]["injected"]["nan"] == doc["dropped"]["not_finite"]
+    assert doc["timing"]["latency"]["p50_ms"] is not None
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+
+def test_cli_table_and_errors(tmp_path: Path) -> None:
+    res = CliRunner().invoke(
+        main,
+        ["simulate", "--streams", "2", "--duration", "12h", "--backend", "numpy", "--model", str(DEFAULT_MODEL), "-q"],
+    )
+    assert res.exit_code == 0, res.output
+    assert "persist MAE" in res.output and "throughput" in res.output and "sine" in res.output
+    res = CliRunner().invoke(main, ["simulate", "--faults", "bogus=1"])
+    assert res.exit_code != 0 and "unknown fault 'bogus'" in res.output
+    res = CliRunner().invoke(main, ["simulate", "--replay", "nope.csv", "--column", "x", "--model", str(DEFAULT_MODEL)])
+    assert res.exit_code != 0 and "nope.csv: cannot open" in res.output
+    res = CliRunner().invoke(main, ["simulate", "--list-scenarios"])
+    assert res.exit_code == 0 and "electricity" in res.output
+
+
+def test_series_type_is_plain_data() -> None:
+    s = Series("a", "sine", np.arange(3.0), np.ones(3))
+    assert s.values.sum() == 3.0

@@ -1,9 +1,12 @@
 """The simulator's report: forecast accuracy against persistence, drops, faults, speed.
 
 Accuracy is scored on exactly the readings the pool accepted: for each accepted reading
-that got a forecast, the forecast is compared with the stream's *next accepted reading*,
-and so is persistence (the forecast "the next reading equals this one"). Both see the
-same pairs, so their ratio is a fair skill score (below 1: the model beats persistence).
+that got a forecast, the forecast is compared with the stream's *next accepted reading*
+when that reading is the next sample (it arrived within 1.5 sample periods; after a
+dropout, gap or clock jump the forecast's target never arrived), and so is persistence
+(the forecast "the next reading equals this one"). Both see the same pairs, so their
+ratio is a fair skill score (below 1: the model beats persistence). This is the rule of
+``edge-gru evaluate``, so a replayed CSV scores as ``evaluate`` scores it.
 Everything except ``timing`` is a pure function of the seed, the model and the options.
 """
 
@@ -255,7 +258,11 @@ def score(schedule: Schedule, outcome: Outcome, meta: dict[str, Any], run_faults
         unmatched += int((~hit).sum())
         fc = np.full(a_ts.size, np.nan)
         fc[pos[hit]] = val_k[hit]
-        pair = np.flatnonzero(np.isfinite(fc[:-1])) if a_ts.size > 1 else np.zeros(0, np.int64)
+        # A forecast is for the next sample: it is scored when the next accepted reading is that
+        # sample (about one period later), not one that came after a dropout, gap or clock jump.
+        steps = np.diff(series.ts)
+        period = float(np.median(steps)) if steps.size else np.inf
+        pair = np.flatnonzero(np.isfinite(fc[:-1]) & (np.diff(a_ts) <= 1.5 * period))
         scores.append(
             StreamScore(
                 stream=series.stream,

@@ -291,3 +291,22 @@ def test_cli_table_and_errors(tmp_path: Path) -> None:
 def test_series_type_is_plain_data() -> None:
     s = Series("a", "sine", np.arange(3.0), np.ones(3))
     assert s.values.sum() == 3.0
+
+
+def test_replay_matches_edge_gru_evaluate(tmp_path: Path) -> None:
+    """A replayed real CSV (with empty cells) scores exactly as ``edge-gru evaluate`` scores it."""
+    lines = (SIM_DATA / "beijing_pm25_2014_hourly.csv").read_text().splitlines()[:2500]
+    csv = tmp_path / "pm25.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    assert sum(1 for line in lines[1:] if line.split(",")[1] == "") > 10  # gaps in the column
+    common = ["--model", str(DEFAULT_MODEL), "--backend", "numpy"]
+    sim = CliRunner().invoke(main, ["simulate", "--replay", str(csv), "--column", "pm2.5", "--json", "-q", *common])
+    assert sim.exit_code == 0, sim.output
+    ev = CliRunner().invoke(
+        main, ["evaluate", str(DEFAULT_MODEL), str(csv), "--column", "pm2.5", "--json", "--backend", "numpy"]
+    )
+    assert ev.exit_code == 0, ev.output
+    got, want = json.loads(sim.output)["total"], json.loads(ev.output.strip().splitlines()[-1])
+    assert got["n"] == want["n"] > 2000
+    for key in ("mae", "rmse", "persistence_mae", "persistence_rmse"):
+        assert got[key] == pytest.approx(want[key], rel=1e-9), key

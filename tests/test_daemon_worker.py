@@ -1,0 +1,204 @@
+"""The daemon's worker in-process: batching across streams equals pool.update, drops are accounted."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edge_gru
+from edge_gru.daemon.payload import TopicMap
+from edge_gru.daemon.worker import Worker
+from tests.conftest import DEFAULT_MODEL
+
+
+class Collector:
+    """A Publisher that keeps what it is given."""
+
+    def __init__(self, fail_every: int = 0) -> None:
+        self.messages: list[tuple[str, dict]] = []
+        self.fail_every = fail_every
+        self.calls = 0
+        self.threads: set[str] = set()
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        self.calls += 1
+        self.threads.add(threading.current_thread().name)
+        if self.fail_every and self.calls % self.fail_every == 0:
+            raise ConnectionError("outgoing queue full")
+        self.messages.append((topic, json.loads(payload)))
+
+
+@pytest.fixture(scope="module")
+def model() -> edge_gru.Model:
+    return edge_gru.load(DEFAULT_MODEL, backend="numba")
+
+
+def make_worker(model: edge_gru.Model, pub: Collector, **kw: object) -> Worker:
+    return Worker(
+        model=model,
+        publisher=pub,
+        topics=TopicMap(["s/{stream}/v", "alt/{stream}"]),
+        output_template="p/{stream}",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def series(n_streams: int, n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)[None, :]
+    phase = rng.uniform(0, 6, size=(n_streams, 1))
+    return 20 + 5 * np.sin(2 * np.pi * t / 24 + phase) + rng.normal(0, 0.3, size=(n_streams, n))
+
+
+def accounted(worker: Worker) -> None:
+    st = worker.stats
+    assert st.received == st.published + sum(st.dropped.values()) + worker.queued
+
+
+def test_batched_forecasts_equal_pool_update_for_many_streams(model: edge_gru.Model) -> None:
+    n_streams, n = 40, 30
+    x = series(n_streams, n)
+    pub = Collector()
+    worker = make_worker(model, pub, batch_size=37)  # batches cut across streams and time steps
+    for t in range(n):
+        for s in range(n_streams):
+            topic = f"s/st{s}/v" if s % 2 else f"alt/st{s}"
+            worker.submit(topic, json.dumps({"value": x[s, t], "ts": 1000.0 + 10 * t}).encode())
+    while worker.process_available():
+        pass
+    ref = model.pool(1000)
+    expected: dict[str, list[float]] = {}
+    for t in range(n):
+        out = ref.update([f"st{s}" for s in range(n_streams)], x[:, t], np.full(n_streams, 1000.0 + 10 * t))
+        for s in range(n_streams):
+            if np.isfinite(out[s]):
+                expected.setdefault(f"st{s}", []).append(float(out[s]))
+    got: dict[str, list[float]] = {}
+    for topic, doc in pub.messages:
+        assert topic == f"p/{doc['stream']}"
+        assert doc["model"] == model.id and doc["backend"] == "numba"
+        assert doc["forecast_ts"] == doc["ts"] + 10.0
+        got.setdefault(doc["stream"], []).append(doc["value"])
+    assert got == expected
+    warmup = model.manifest.warmup
+    assert worker.stats.published == n_streams * (n - warmup + 1)
+    assert worker.stats.dropped == {"warmup": n_streams * (warmup - 1)}
+    accounted(worker)
+
+
+def test_bad_input_is_counted_and_leaves_other_streams_alone(model: edge_gru.Model) -> None:
+    from tests.test_payload import BATTERY
+
+    n = 25
+    x = series(2, n, seed=1)
+    pub = Collector()
+    worker = make_worker(model, pub, batch_size=16)
+    bad_sent = 0
+    for t in range(n):
+        worker.submit("s/good/v", json.dumps({"value": x[0, t], "ts": 100.0 + t}).encode())
+        worker.submit("s/victim/v", json.dumps({"value": x[1, t], "ts": 100.0 + t}).encode())
+        payload, _ = BATTERY[t % len(BATTERY)]
+        worker.submit("s/victim/v", payload)  # garbage on the same stream as valid readings
+        worker.submit("s/victim/v", json.dumps({"value": 1e6, "ts": 50.0}).encode())  # out of order
+        worker.submit("s/victim/v", json.dumps({"value": 1e6, "ts": 100.0 + t}).encode())  # duplicate ts
+        worker.submit("unknown/topic", b"1.0")
+        bad_sent += 4
+    while worker.process_available():
+        pass
+    ref = model.pool(10)
+    for t in range(n):
+        ref.update(["good", "victim"], x[:, t], [100.0 + t, 100.0 + t])
+    expected = ref.update(["good", "victim"], [21.0, 22.0], [100.0 + n, 100.0 + n])
+    worker.submit("s/good/v", f'{{"value": 21.0, "ts": {100 + n}}}'.encode())
+    worker.submit("s/victim/v", f'{{"value": 22.0, "ts": {100 + n}}}'.encode())
+    worker.process_available()
+    last = {doc["stream"]: (doc["ts"], doc["value"]) for _, doc in pub.messages[-2:]}
+    assert last == {"good": (100.0 + n, expected[0]), "victim": (100.0 + n, expected[1])}
+    d = worker.stats.dropped
+    assert d["out_of_order"] == n and d["duplicate"] == n and d["unknown_topic"] == n
+    payload_drops = sum(v for k, v in d.items() if k not in ("out_of_order", "duplicate", "unknown_topic", "warmup"))
+    assert payload_drops == n
+    assert {"not_a_number", "empty", "too_large", "not_finite", "bad_utf8", "missing_field"} <= set(d)
+    assert len(worker.pool) == 2  # garbage created no streams
+    accounted(worker)
+
+
+@pytest.mark.parametrize("policy", ["drop_oldest", "drop_newest"])
+def test_full_queue_follows_its_policy(model: edge_gru.Model, policy: str) -> None:
+    pub = Collector()
+    worker = make_worker(model, pub, queue_size=20, queue_policy=policy, batch_size=1000)
+    for t in range(50):
+        worker.submit("s/a/v", json.dumps({"value": float(t), "ts": float(t)}).encode())
+    assert worker.queued == 20 and worker.stats.dropped["queue_full"] == 30
+    accounted(worker)
+    worker.process_available()
+    kept = [doc["ts"] for _, doc in pub.messages]
+    warm = model.manifest.warmup - 1
+    assert kept == (
+        [float(t) for t in range(30 + warm, 50)] if policy == "drop_oldest" else [float(t) for t in range(warm, 20)]
+    )
+    accounted(worker)
+
+
+def test_publish_failures_are_counted_not_raised(model: edge_gru.Model) -> None:
+    pub = Collector(fail_every=3)
+    worker = make_worker(model, pub)
+    for t in range(40):
+        worker.submit("s/a/v", f"{t % 7}".encode(), received=1000.0 + t)
+    while worker.process_available():
+        pass
+    assert worker.stats.dropped["publish_failed"] == pub.calls // 3
+    assert worker.stats.published == len(pub.messages) > 0
+    accounted(worker)
+
+
+def test_readings_without_ts_use_receive_time_in_the_payload(model: edge_gru.Model) -> None:
+    clock = iter(np.arange(5000.0, 6000.0, 0.5))
+    pub = Collector()
+    worker = make_worker(model, pub, clock=lambda: float(next(clock)))
+    for t in range(15):
+        worker.submit("s/a/v", f"{20 + t % 3}".encode(), received=100.0 + t)
+    worker.process_available()
+    ref = model.pool(1)
+    out = ref.update(["a"] * 15, [20 + t % 3 for t in range(15)])  # no timestamps: no gap rules
+    assert [doc["value"] for _, doc in pub.messages] == [float(v) for v in out[np.isfinite(out)]]
+    assert [doc["ts"] for _, doc in pub.messages] == [100.0 + t for t in range(15) if np.isfinite(out[t])]
+
+
+def test_worker_thread_owns_the_pool(model: edge_gru.Model, tmp_path: Path) -> None:
+    pub = Collector()
+    worker = make_worker(model, pub)
+    ran: list[str] = []
+    worker.add_periodic("tick", 0.01, lambda: ran.append(threading.current_thread().name))
+    worker.start()
+    try:
+        for t in range(30):
+            worker.submit("s/a/v", json.dumps({"value": float(t % 5), "ts": float(t)}).encode())
+        where = worker.call_soon(lambda: threading.current_thread().name).result(timeout=10)
+        assert where == "edge-gru-worker"
+    finally:
+        worker.stop(drain=True)
+    assert worker.queued == 0 and worker.stats.published == 30 - model.manifest.warmup + 1
+    assert pub.threads == {"edge-gru-worker"} and ran and set(ran) == {"edge-gru-worker"}
+    accounted(worker)
+
+
+def test_replacing_the_model_keeps_state_only_for_the_same_bundle(model: edge_gru.Model) -> None:
+    pub = Collector()
+    worker = make_worker(model, pub)
+    for t in range(12):
+        worker.submit("s/a/v", json.dumps({"value": float(t), "ts": float(t)}).encode())
+    worker.process_available()
+    same = edge_gru.load(DEFAULT_MODEL, backend="numpy")
+    worker.replace_model(same)
+    assert len(worker.pool) == 1 and worker.model.backend_name == "numpy"
+    worker.submit("s/a/v", b'{"value": 12, "ts": 12}')
+    worker.process_available()
+    ref = model.pool(1)
+    expected = ref.update(["a"] * 13, np.arange(13.0), np.arange(13.0))[-1]
+    assert pub.messages[-1][1]["backend"] == "numpy"
+    assert pub.messages[-1][1]["value"] == pytest.approx(expected, rel=1e-5, abs=1e-5)

@@ -1,0 +1,117 @@
+"""Helpers for the deployment tests: the shipped mosquitto config on free ports, a systemd notify socket."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from tests.brokers import Broker, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+MOSQUITTO = DEPLOY / "mosquitto"
+
+
+def replace_once(text: str, old: str, new: str) -> str:
+    """Replace a line or path that the shipped file must contain exactly once (else the test is stale)."""
+    count = text.count(old)
+    if count != 1:
+        raise AssertionError(f"expected {old!r} exactly once in the shipped file, found it {count} times")
+    return text.replace(old, new)
+
+
+def make_certs(out: Path, *args: str) -> None:
+    """Run the shipped deploy/mosquitto/make-certs.sh."""
+    subprocess.run(
+        ["bash", str(MOSQUITTO / "make-certs.sh"), "--out", str(out), *args],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def write_passwords(path: Path, users: dict[str, str]) -> None:
+    """A mosquitto password file made with mosquitto_passwd, as deploy/mosquitto/README.md says."""
+    first = True
+    for user, password in users.items():
+        flags = ["-c", "-b"] if first else ["-b"]
+        subprocess.run(["mosquitto_passwd", *flags, str(path), user, password], check=True, timeout=30)
+        first = False
+
+
+class DeployBroker(Broker):
+    """mosquitto running deploy/mosquitto/edge-gru.conf with this test's paths and free ports.
+
+    ``port`` is the TLS listener; ``plain_port`` the loopback plain listener.
+    """
+
+    def __init__(self, workdir: Path, *, certs: Path, passwd: Path, acl: Path) -> None:
+        super().__init__(workdir)
+        self.plain_port = free_port()
+        self.certs, self.passwd, self.acl = certs, passwd, acl
+
+    def write_config(self) -> None:
+        conf = (MOSQUITTO / "edge-gru.conf").read_text()
+        conf = replace_once(conf, "\nlistener 8883\n", f"\nlistener {self.port} 127.0.0.1\n")
+        conf = replace_once(conf, "\nlistener 1883 127.0.0.1\n", f"\nlistener {self.plain_port} 127.0.0.1\n")
+        for key, name in (("cafile", "ca.crt"), ("certfile", "server.crt"), ("keyfile", "server.key")):
+            conf = replace_once(conf, f"\n{key} /etc/mosquitto/certs/{name}\n", f"\n{key} {self.certs / name}\n")
+        conf = replace_once(
+            conf, "\npassword_file /etc/mosquitto/edge-gru.passwd\n", f"\npassword_file {self.passwd}\n"
+        )
+        conf = replace_once(conf, "\nacl_file /etc/mosquitto/edge-gru.acl\n", f"\nacl_file {self.acl}\n")
+        self.config_path.write_text(
+            # test-only: run as the current user, keep state and log in the work directory
+            "user root\n" * (os.geteuid() == 0)
+            + f"persistence true\npersistence_location {self.workdir}/\n"
+            + f"log_dest file {self.log_path}\nlog_type all\n"
+            + conf
+        )
+
+
+class NotifySocket:
+    """The receiving end of ``$NOTIFY_SOCKET``, as systemd binds it: a unix datagram socket."""
+
+    def __init__(self) -> None:
+        self._dir = tempfile.mkdtemp(prefix="egn")  # short: sun_path holds 108 bytes
+        self.path = os.path.join(self._dir, "notify")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.messages: list[tuple[float, dict[str, str]]] = []
+
+    def receive(self, timeout: float) -> dict[str, str] | None:
+        """The next datagram as ``{KEY: value}`` (also kept in ``messages``), or None on timeout."""
+        self.sock.settimeout(max(timeout, 0.001))
+        try:
+            data = self.sock.recv(4096)
+        except TimeoutError:
+            return None
+        fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
+        self.messages.append((time.monotonic(), fields))
+        return fields
+
+    def wait_for(self, key: str, value: str, timeout: float) -> float:
+        """Monotonic time of the next datagram with ``key=value``; AssertionError after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            fields = self.receive(left)
+            if fields is not None and fields.get(key) == value:
+                return self.messages[-1][0]
+        seen = [m for _, m in self.messages[-10:]]
+        raise AssertionError(f"no {key}={value} on the notify socket within {timeout} s; last messages: {seen}")
+
+    def close(self) -> None:
+        self.sock.close()
+        for name in (self.path,):
+            if os.path.exists(name):
+                os.unlink(name)
+        os.rmdir(self._dir)
+
+
+def logfmt_events(text: str) -> list[str]:
+    return re.findall(r"event=(\S+)", text)

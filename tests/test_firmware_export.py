@@ -20,7 +20,7 @@ import pytest
 
 import edge_gru
 import firmware_export
-from edge_gru.bundle import Bundle, GRUWeights, Normalization, load_bundle, write_bundle
+from edge_gru.bundle import Bundle, Normalization, load_bundle, write_bundle
 from firmware_export import dequantized_weights
 from tests.bundles import make_bundle
 

@@ -53,6 +53,7 @@ class SimConfig:
     backend: str = "auto"
     broker: str | None = None  # mqtt://host:port of a running broker and daemon
     spawn_broker: bool = False
+    daemon_id: str | None = None  # with broker: the client_id of the daemon to drive (default: the first online)
     speed: float | None = None  # None: virtual clock; 1.0: real time
     input_template: str = "sensors/{stream}/value"
     output_template: str = "predictions/{stream}"

@@ -70,6 +70,7 @@ def simulate(
     scenario: str | None,
     list_scenarios: bool,
     broker: str | None,
+    daemon_id: str | None,
     spawn_broker: bool,
     realtime: bool,
     speed: float | None,
@@ -173,7 +174,13 @@ def _config(**opts: Any) -> Any:
         )
         if opts["streams"] is None and not opts["scenario"]:
             kwargs["streams"] = 0
-    for key, opt in (("broker", "broker"), ("model", "model"), ("backend", "backend"), ("speed", "speed")):
+    for key, opt in (
+        ("broker", "broker"),
+        ("daemon_id", "daemon_id"),
+        ("model", "model"),
+        ("backend", "backend"),
+        ("speed", "speed"),
+    ):
         if opts[opt] is not None:
             kwargs[key] = opts[opt]
     if opts["realtime"]:

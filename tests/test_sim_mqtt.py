@@ -1,0 +1,106 @@
+"""The simulator through a real mosquitto and a real ``edge-gru serve`` subprocess."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edge_gru
+from sim.config import SimConfig
+from sim.faults import parse_faults
+from sim.mqtt import DaemonProcess, MqttTransport
+from sim.run import simulate
+from tests.brokers import Broker
+from tests.conftest import DEFAULT_MODEL
+
+
+def _forecasts(result) -> dict[tuple[str, float], float]:
+    o = result.report.outcome
+    names = result.schedule.names
+    return {(names[s], t): v for s, t, v in zip(o.stream.tolist(), o.ts.tolist(), o.value.tolist(), strict=True)}
+
+
+def _in_process(cfg: SimConfig):
+    return simulate(cfg, model=edge_gru.load(DEFAULT_MODEL, backend="numpy"))
+
+
+def test_running_daemon_through_the_fixture_broker_matches_in_process(
+    broker: Broker, topic_prefix: str, tmp_path: Path
+) -> None:
+    inputs, output = f"{topic_prefix}/sensors/{{stream}}/value", f"{topic_prefix}/forecast/{{stream}}"
+    daemon = DaemonProcess(
+        tmp_path,
+        host=broker.host,
+        port=broker.port,
+        model=str(DEFAULT_MODEL),
+        backend="numpy",
+        inputs=inputs,
+        output=output,
+    )
+    daemon.start()
+    try:
+        common = dict(
+            streams=4,
+            duration_s=12 * 3600,
+            seed=21,
+            faults=parse_faults("all,nan=0.01,garbage=0.01"),
+            backend="numpy",
+            model=str(DEFAULT_MODEL),
+            input_template=inputs,
+            output_template=output,
+        )
+        over_mqtt = simulate(SimConfig(broker=broker.url, daemon_id=daemon.client_id, **common))
+    finally:
+        assert daemon.stop() == 0
+    local = _in_process(SimConfig(**common))
+    a, b = _forecasts(over_mqtt), _forecasts(local)
+    assert len(b) > 400 and a.keys() == b.keys()
+    # float32 GEMMs over batches of other sizes round differently in the last bits (~1e-8 relative)
+    np.testing.assert_allclose([a[k] for k in b], [b[k] for k in b], rtol=1e-6)
+    ra, rb = over_mqtt.report.to_json(), local.report.to_json()
+    assert ra["total"]["n"] == rb["total"]["n"]
+    assert ra["total"]["mae"] == pytest.approx(rb["total"]["mae"], rel=1e-6)
+    # the daemon's stats topic gives the same counters as the in-process worker
+    assert over_mqtt.report.outcome.extra["stats_complete"]
+    assert ra["dropped"] == rb["dropped"]
+    assert ra["faults"]["checks"] == rb["faults"]["checks"]
+
+
+def test_spawned_broker_and_daemon_survive_restarts_with_the_same_forecasts() -> None:
+    common = dict(
+        streams=3, duration_s=8 * 3600, seed=5, faults=parse_faults("nan=0.01,duplicate=0.01"), backend="numpy"
+    )
+    spawned = simulate(
+        SimConfig(
+            spawn_broker=True,
+            model=str(DEFAULT_MODEL),
+            **{**common, "faults": parse_faults("nan=0.01,duplicate=0.01,broker_restart=1,daemon_restart=1")},
+        )
+    )
+    local = _in_process(SimConfig(**common))
+    report = spawned.report.to_json()
+    assert report["faults"]["broker_restart"] == 1 and report["faults"]["daemon_restart"] == 1
+    a, b = _forecasts(spawned), _forecasts(local)
+    assert len(b) > 250 and a.keys() == b.keys()  # no reading lost across both restarts
+    np.testing.assert_allclose([a[k] for k in b], [b[k] for k in b], rtol=1e-6)
+    assert report["dropped"]["not_finite"] == report["faults"]["injected"]["nan"]
+
+
+def test_no_daemon_online_is_a_clear_error(broker: Broker) -> None:
+    transport = MqttTransport(
+        broker=broker.url,
+        spawn=False,
+        model=None,
+        backend="numpy",
+        input_template="x/{stream}",
+        output_template="y/{stream}",
+        daemon_id="nobody-here",
+    )
+    from sim.clock import SimClock
+    from sim.mqtt import SimulationError
+    from sim.run import build_run
+
+    with pytest.raises(SimulationError, match="no edge-gru daemon reports online"):
+        transport.run(build_run(SimConfig(streams=1, duration_s=3600)), SimClock())

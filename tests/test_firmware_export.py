@@ -37,7 +37,8 @@ pytestmark = pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("mak
 
 def read_series(name: str, columns: list[str], n: int, *, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Columns of a CSV in tests/data as float64 (empty cells NaN) and epoch-second timestamps."""
-    values, stamps = [], []
+    values: list[list[float]] = []
+    stamps: list[float] = []
     with open(DATA / name, newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader)

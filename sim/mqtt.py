@@ -307,7 +307,7 @@ class MqttTransport:
         client.on_publish, client.on_message = on_publish, on_message
         client.max_inflight_messages_set(1000)
         client.max_queued_messages_set(0)
-        client.reconnect_delay_set(0.1, 1.0)
+        client.reconnect_delay_set(1, 2)
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600  # keep our forecasts while we reconnect after a broker restart
         try:
@@ -540,7 +540,7 @@ class MqttTransport:
             for reason, n in (part.get("dropped") or {}).items():
                 dropped[reason] = dropped.get(reason, 0) + int(n) - int((base.get("dropped") or {}).get(reason, 0))
         dropped = {k: v for k, v in dropped.items() if v}
-        quant = (
+        quant: dict[str, float | None] = (
             {
                 "p50_ms": float(np.percentile(lat, 50) * 1e3),
                 "p99_ms": float(np.percentile(lat, 99) * 1e3),

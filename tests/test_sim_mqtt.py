@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -41,7 +42,7 @@ def test_running_daemon_through_the_fixture_broker_matches_in_process(
     )
     daemon.start()
     try:
-        common = dict(
+        common: dict[str, Any] = dict(
             streams=4,
             duration_s=12 * 3600,
             seed=21,
@@ -69,7 +70,7 @@ def test_running_daemon_through_the_fixture_broker_matches_in_process(
 
 
 def test_spawned_broker_and_daemon_survive_restarts_with_the_same_forecasts() -> None:
-    common = dict(
+    common: dict[str, Any] = dict(
         streams=3, duration_s=8 * 3600, seed=5, faults=parse_faults("nan=0.01,duplicate=0.01"), backend="numpy"
     )
     spawned = simulate(

@@ -194,10 +194,10 @@ void edge_gru_reset(edge_gru_state *s)
     s->last = 0.0f;
 #endif
     s->norm_count = 0;
-    s->last_ts = NAN;
-    s->period = EDGE_GRU_SAMPLE_PERIOD_S > 0 ? EDGE_GRU_SAMPLE_PERIOD_S : NAN;
+    s->last_ts = (double)NAN;
+    s->period = EDGE_GRU_SAMPLE_PERIOD_S > 0 ? EDGE_GRU_SAMPLE_PERIOD_S : (double)NAN;
     for (i = 0; i < EDGE_GRU_PERIOD_SAMPLES; i++) {
-        s->intervals[i] = NAN;
+        s->intervals[i] = (double)NAN;
     }
     s->n_intervals = 0;
     s->gap_resets = 0;

@@ -449,3 +449,106 @@ int main(void) {
     assert done.returncode == 0  # aligned
     assert done.stdout == payload
     assert load_bundle(bundle.path).file("step_int8.tflite") is not None
+
+
+STATUS_HARNESS = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "edge_gru_runtime.h"
+/* Each line: ts,x0,x1,x2 -> status and forecast; a line "restart" calls edge_gru_restart. */
+int main(void) {
+    edge_gru_state s; char line[512]; float x[EDGE_GRU_INPUTS];
+    edge_gru_reset(&s);
+    while (fgets(line, sizeof line, stdin)) {
+        char *p = line; double ts; int i; edge_gru_status st; float f;
+        if (strncmp(line, "restart", 7) == 0) { edge_gru_restart(&s); continue; }
+        ts = strtod(p, &p);
+        for (i = 0; i < EDGE_GRU_INPUTS; i++) { x[i] = (float)strtod(p + 1, &p); }
+        f = edge_gru_predict_ts(&s, x, ts, &st);
+        printf("%d %.9g %.17g %u\n", (int)st, (double)f, edge_gru_period(&s), (unsigned)s.gap_resets);
+    }
+    return 0;
+}
+"""
+
+
+def test_every_reading_gets_the_pools_status_and_restart_keeps_statistics(tmp_path: Path) -> None:
+    """edge_gru_predict_ts reports the pool's Status codes; edge_gru_restart equals pool.reset."""
+    values, ts = faulty_stamped_series(1200)
+    bundle = make_bundle(tmp_path / "b", units=6, features=3, mode="stateful", normalization=CAUSAL, warmup=3)
+    out = tmp_path / "c"
+    firmware_export.export(bundle.path, out)
+    (out / "status.c").write_text(STATUS_HARNESS)
+    sources = ["status.c", "edge_gru_runtime.c", "edge_gru_model.c"]
+    subprocess.run(["gcc", *STRICT.split(), *sources, "-lm", "-o", "status"], cwd=out, check=True)
+    lines = sample_lines(values, ts)
+    restart_at = 600
+    lines.insert(restart_at, "restart")
+    done = subprocess.run([str(out / "status")], input="\n".join(lines) + "\n", capture_output=True, text=True)
+    rows = [line.split() for line in done.stdout.splitlines()]
+    c_status = np.array([int(r[0]) for r in rows])
+    c_value = np.array([float(r[1]) for r in rows])
+
+    pool = edge_gru.load(bundle.path, backend="numpy").pool(1)
+    x = values.astype(np.float32).astype(np.float64)
+    py_status, py_value, periods = [], [], []
+    for i in range(len(x)):
+        if i == restart_at:
+            pool.reset("s")
+        r = pool.update_detailed(["s"], x[i : i + 1], ts[i : i + 1], now=0.0)
+        py_status.append(int(r.status[0]))
+        py_value.append(r.forecasts[0])
+        periods.append(pool.stream_period("s") or 0.0)
+    np.testing.assert_array_equal(c_status, py_status)
+    assert {0, 1, 2, 3, 4} <= set(py_status)  # every code occurs
+    assert_matches(c_value, np.array(py_value), float(np.nanstd(values[:, 0])), min_forecasts=1000)
+    np.testing.assert_array_equal([float(r[2]) for r in rows], periods)
+    assert int(rows[-1][3]) == pool.gap_resets
+
+
+NORMALIZE_HARNESS = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include "edge_gru_runtime.h"
+int main(void) {
+    edge_gru_state s; char line[512]; float x[EDGE_GRU_INPUTS], z[EDGE_GRU_INPUTS];
+    edge_gru_reset(&s);
+    while (fgets(line, sizeof line, stdin)) {
+        char *p = line; int i;
+        for (i = 0; i < EDGE_GRU_INPUTS; i++) { x[i] = (float)strtod(i ? p + 1 : p, &p); }
+        edge_gru_normalize(&s, x, z);
+        for (i = 0; i < EDGE_GRU_INPUTS; i++) { printf("%.9g ", (double)z[i]); }
+        printf("%.17g %.17g\n", (double)edge_gru_denormalize(&s, 0.0f), (double)edge_gru_denormalize(&s, 1.0f));
+    }
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("kind", ["causal", "fixed"])
+def test_normalize_and_denormalize_match_python_for_tflite_micro_users(kind: str, tmp_path: Path) -> None:
+    """The two public halves around the network equal edge_gru.normalization.normalize_series."""
+    from edge_gru.normalization import normalize_series
+
+    values, _ = read_series(*BEIJING, 3000, start=100)
+    values = values[np.isfinite(values).all(axis=1)]
+    norm = CAUSAL if kind == "causal" else fixed_normalization(values, clip=3.0)
+    bundle = make_bundle(tmp_path / "b", units=4, features=3, normalization=norm)
+    out = tmp_path / "c"
+    firmware_export.export(bundle.path, out)
+    (out / "norm.c").write_text(NORMALIZE_HARNESS)
+    subprocess.run(
+        ["gcc", *STRICT.split(), "norm.c", "edge_gru_runtime.c", "edge_gru_model.c", "-lm", "-o", "norm"],
+        cwd=out,
+        check=True,
+    )
+    done = subprocess.run(
+        [str(out / "norm")], input="\n".join(sample_lines(values)) + "\n", capture_output=True, text=True
+    )
+    got = np.array([[float(v) for v in line.split()] for line in done.stdout.splitlines()])
+    z, offset, scale = normalize_series(norm, values.astype(np.float32).astype(np.float64), target=0)
+    np.testing.assert_array_equal(got[:, :3].astype(np.float32), z)
+    # Raw-unit conversions are returned as float32: equal to Python's up to that rounding.
+    np.testing.assert_allclose(got[:, 3], offset, rtol=1e-7, atol=0)
+    np.testing.assert_allclose(got[:, 4] - got[:, 3], scale, rtol=0, atol=1e-6 * np.abs(offset).max())

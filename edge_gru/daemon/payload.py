@@ -36,7 +36,10 @@ def _number(value: Any, field: str) -> float:
     if isinstance(value, bool) or value is None:
         raise _reject("not_a_number", f"field {field!r} is {json.dumps(value)}, not a number")
     if isinstance(value, int | float):
-        x = float(value)
+        try:
+            x = float(value)
+        except OverflowError:  # a JSON integer beyond float range
+            raise _reject("not_finite", f"field {field!r} is an integer beyond the float range") from None
     elif isinstance(value, str):
         try:
             x = float(value)
@@ -64,7 +67,10 @@ def _timestamp(value: Any) -> float:
                 raise _reject("bad_ts", f"ts {value[:40]!r} has no time zone (append Z or +00:00)")
             ts = parsed.timestamp()
     elif isinstance(value, int | float) and not isinstance(value, bool):
-        ts = float(value)
+        try:
+            ts = float(value)
+        except OverflowError:  # a JSON integer beyond float range
+            raise _reject("bad_ts", "ts is an integer beyond the float range; send epoch seconds") from None
     else:
         raise _reject("bad_ts", f"ts is {json.dumps(value)[:40]}, expected epoch seconds")
     if not math.isfinite(ts) or ts < 0:

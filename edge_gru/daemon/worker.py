@@ -179,6 +179,11 @@ class Worker:
                 forecast_ts = np.where(np.isnan(forecast_ts), ts + period, forecast_ts)
             for j, i in enumerate(forecast_rows.tolist()):
                 stream = ids[i]
+                if not np.isfinite(forecasts[i]):
+                    # e.g. a reading of 1e300 overflowed the stream's normalization: counted, never published
+                    drops["forecast_not_finite"] = drops.get("forecast_not_finite", 0) + 1
+                    self._warnings.warn("forecast_not_finite", "forecast_not_finite", stream=stream)
+                    continue
                 payload = encode_forecast(
                     stream=stream,
                     ts=float(ts[i]),
@@ -359,7 +364,11 @@ class Worker:
     def _run(self) -> None:
         while True:
             self.last_loop = time.monotonic()
-            n = self.process_available()
+            try:
+                n = self.process_available()
+            except Exception:  # the worker thread must outlive any one batch
+                log.exception("batch_failed")
+                n = 1
             if self._calls:
                 self._run_calls()
             wait = self._run_periodic()

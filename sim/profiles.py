@@ -151,7 +151,7 @@ def build_streams(
             n += 1
             name = f"{base}-{n}"
         names.add(name)
-        out.append(Series(name, REPLAY, col.ts, col.values))
+        out.append(Series(name, f"{REPLAY}:{name}", col.ts, col.values))  # each replay is its own row
     return out
 
 

@@ -109,12 +109,21 @@ class Report:
         return checks
 
     def summary(self) -> dict[str, Any]:
-        all_m = [s.errors()[0] for s in self.streams]
-        all_p = [s.errors()[1] for s in self.streams]
-        total = _metrics(
-            np.concatenate(all_m) if all_m else np.zeros(0), np.concatenate(all_p) if all_p else np.zeros(0)
+        """All streams together. Raw MAE/RMSE only when every stream has one profile (else units differ);
+        the ratios always, from errors in units of each stream's standard deviation."""
+        scored = [s for s in self.streams if s.n]
+        if not scored:
+            return _metrics(np.zeros(0), np.zeros(0))
+        raw = _metrics(np.concatenate([s.errors()[0] for s in scored]), np.concatenate([s.errors()[1] for s in scored]))
+        std = _metrics(
+            np.concatenate([s.errors()[0] / s.scale for s in scored]),
+            np.concatenate([s.errors()[1] / s.scale for s in scored]),
         )
-        return total
+        if len({s.profile for s in scored}) > 1:
+            raw.update(mae=None, rmse=None, persistence_mae=None, persistence_rmse=None)
+        raw["mae_ratio"] = std["mae_ratio"]
+        raw["rmse_ratio"] = std["rmse"] / std["persistence_rmse"] if std["persistence_rmse"] else None
+        return raw
 
     def to_json(self) -> dict[str, Any]:
         o = self.outcome
@@ -187,7 +196,8 @@ class Report:
             lines.append(
                 "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
             )
-        lines.append("ratio = model MAE / persistence MAE on the same pairs (below 1: the model beats persistence)")
+        lines.append("ratio = model MAE / persistence MAE on the same pairs (below 1: the model beats persistence);")
+        lines.append("the 'all' row pools errors in units of each stream's standard deviation")
         lines.append("")
         drops = ", ".join(f"{k} {v:,}" for k, v in sorted(o.dropped.items())) or "none"
         lines.append(f"readings   {o.received:,} received, {o.published:,} forecasts published; dropped: {drops}")

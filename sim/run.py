@@ -111,13 +111,8 @@ def simulate(
 
 
 def _label(schedule: Schedule, seconds: float | None, period_s: float | None) -> str:
-    parts = []
-    if seconds:
-        parts.append(_human(seconds))
-    if period_s:
-        parts.append(f"every {_human(period_s)}")
-    parts.append(f"{len(schedule):,} messages")
-    return " ".join(parts[:2]) + (f" ({parts[-1]})" if len(parts) > 1 else parts[-1])
+    span = f"{_human(seconds)} every {_human(period_s)}" if seconds and period_s else None
+    return f"{span} ({len(schedule):,} messages)" if span else f"{len(schedule):,} messages"
 
 
 def _human(seconds: float) -> str:

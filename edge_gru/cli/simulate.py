@@ -41,6 +41,7 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--scenario", help="A scenario TOML file or the name of a shipped one (see --list-scenarios).")
 @click.option("--list-scenarios", is_flag=True, help="List the shipped scenarios and exit.")
 @click.option("--broker", help="Drive a running daemon through this broker, e.g. mqtt://127.0.0.1:1883.")
+@click.option("--daemon-id", help="With --broker: the client_id of the daemon to drive (default: the first online).")
 @click.option(
     "--spawn-broker", is_flag=True, help="Start a private mosquitto and an 'edge-gru serve' for an end-to-end run."
 )

@@ -303,6 +303,8 @@ def load_config(path: str | os.PathLike[str] | None, *, environ: typing.Mapping[
             raise ConfigError(f"{source}: cannot read ({exc.strerror})") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{source}: not valid TOML ({exc})") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML (not UTF-8 at byte {exc.start}; save it as UTF-8)") from None
     unknown = [k for k in data if k not in _SECTION_TYPES]
     if unknown:
         raise ConfigError(f"{source}: unknown section [{unknown[0]}]; sections are {', '.join(_SECTION_TYPES)}")

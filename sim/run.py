@@ -76,6 +76,8 @@ def simulate(
     on_schedule: Callable[[Schedule], None] | None = None,
 ) -> SimResult:
     """Run ``config`` and score it. ``progress(n)`` is called as messages are sent; ``on_schedule`` once before."""
+    if config.transport == "in-process":
+        model = model or load_model(config)  # before the progress bar starts: numba loads here
     schedule = build_run(config)
     if on_schedule is not None:
         on_schedule(schedule)
@@ -84,7 +86,7 @@ def simulate(
     if config.transport == "in-process":
         from sim.transport import InProcessTransport
 
-        model = model or load_model(config)
+        assert model is not None
         outcome = InProcessTransport(
             model, input_template=config.input_template, output_template=config.output_template
         ).run(schedule, clock, progress)

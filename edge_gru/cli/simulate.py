@@ -204,6 +204,14 @@ def _run(config: Any, *, quiet: bool) -> Any:
 
     def on_schedule(schedule: Any) -> None:
         nonlocal bar
+        if config.speed is not None and len(schedule):
+            span = float(schedule.elapsed[-1]) / config.speed
+            if span > 600:
+                click.echo(
+                    f"note: at speed {config.speed:g}x this run takes {span / 3600:.1f} h of wall time; "
+                    "shorten it with --duration or --period, or raise --speed",
+                    err=True,
+                )
         bar = click.progressbar(length=len(schedule), label="simulating", file=sys.stderr, show_eta=True)
         bar.__enter__()
 

@@ -554,3 +554,13 @@ def test_normalize_and_denormalize_match_python_for_tflite_micro_users(kind: str
     # Raw-unit conversions are returned as float32: equal to Python's up to that rounding.
     np.testing.assert_allclose(got[:, 3], offset, rtol=1e-7, atol=0)
     np.testing.assert_allclose(got[:, 4] - got[:, 3], scale, rtol=0, atol=1e-6 * np.abs(offset).max())
+
+
+@pytest.mark.parametrize("module", ["c_literals", "quantize", "footprint"])
+def test_module_examples(module: str) -> None:
+    """The docstring examples of firmware_export (its folder is not among pytest's doctest paths)."""
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"firmware_export.{module}"))
+    assert result.attempted > 0 and result.failed == 0

@@ -1,0 +1,258 @@
+"""Fuzzing the bundle loader: corrupted, truncated, swapped and hostile files.
+
+Each damaged bundle is refused with a :class:`BundleError` naming the file, or (when the
+damage is in a field that does not matter) loads and serves; never another exception,
+never code execution from a pickle, and never a write anywhere.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import edge_gru
+from edge_gru.bundle import MANIFEST, WEIGHTS, load_bundle, sha256_file
+from edge_gru.errors import BundleError
+from tests.bundles import make_bundle
+
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(scope="module")
+def originals(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("originals")
+    make_bundle(root / "a", units=6, seed=1, name="a")
+    make_bundle(root / "b", units=9, seed=2, name="b")
+    make_bundle(root / "w", units=6, mode="window", window=4, seed=3, name="w")
+    return {"a": root / "a", "b": root / "b", "w": root / "w"}
+
+
+def tree(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+
+def refresh_checksum(bundle: Path, name: str) -> None:
+    """Make the manifest vouch for the (damaged) file, as an attacker with write access would."""
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    manifest["files"][name] = sha256_file(bundle / name)
+    (bundle / MANIFEST).write_text(json.dumps(manifest))
+
+
+def load_or_refuse(bundle: Path, workdir: Path) -> edge_gru.Model | None:
+    """Load through the public API; assert only BundleError escapes and nothing is written."""
+    before_bundle, before_work = tree(bundle), tree(workdir)
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        model = edge_gru.load(bundle, backend="numpy")
+    except BundleError as exc:
+        message = str(exc)
+        assert str(bundle) in message or MANIFEST in message, message
+        model = None
+    finally:
+        os.chdir(cwd)
+    assert tree(bundle) == before_bundle, "loading a bundle changed its files"
+    assert tree(workdir) == before_work, "loading a bundle wrote a file"
+    if model is not None:
+        m = model.manifest
+        out = model.predict(np.zeros((2, max(m.window, 1), m.input_features)))
+        assert out.shape == (2,)
+    return model
+
+
+@FUZZ
+@given(
+    which=st.sampled_from(["a", "w"]),
+    target=st.sampled_from([MANIFEST, WEIGHTS]),
+    flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), min_size=1, max_size=8),
+    vouch=st.booleans(),
+)
+def test_flipped_bytes_are_refused_or_harmless(
+    originals: dict[str, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+    which: str,
+    target: str,
+    flips: list,
+    vouch: bool,
+) -> None:
+    work = tmp_path_factory.mktemp("flip")
+    bundle = work / "bundle"
+    shutil.copytree(originals[which], bundle)
+    data = bytearray((bundle / target).read_bytes())
+    for at, xor in {int(where * len(data)): xor for where, xor in flips}.items():  # distinct bytes
+        data[at] ^= xor
+    (bundle / target).write_bytes(bytes(data))
+    if vouch and target == WEIGHTS:
+        refresh_checksum(bundle, WEIGHTS)
+    model = load_or_refuse(bundle, work)
+    if target == WEIGHTS and not vouch:
+        assert model is None  # the checksum always catches damage to the weights
+
+
+@FUZZ
+@given(
+    which=st.sampled_from(["a", "w"]),
+    target=st.sampled_from([MANIFEST, WEIGHTS]),
+    keep=st.floats(0, 1, exclude_max=True),
+    vouch=st.booleans(),
+)
+def test_truncated_files_are_refused(
+    originals: dict[str, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+    which: str,
+    target: str,
+    keep: float,
+    vouch: bool,
+) -> None:
+    work = tmp_path_factory.mktemp("trunc")
+    bundle = work / "bundle"
+    shutil.copytree(originals[which], bundle)
+    data = (bundle / target).read_bytes()
+    (bundle / target).write_bytes(data[: int(keep * (len(data) - 2))])  # at least the closing "}\\n" goes
+    if vouch and target == WEIGHTS:
+        refresh_checksum(bundle, WEIGHTS)
+    assert load_or_refuse(bundle, work) is None
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "swap_manifest_and_weights",
+        "weights_of_another_bundle",
+        "weights_of_another_bundle_vouched",
+        "manifest_of_another_bundle",
+        "missing_weights",
+        "missing_manifest",
+        "weights_is_a_directory",
+        "weights_symlink_to_elsewhere",
+        "empty_files",
+        "manifest_names_a_path_outside",
+    ],
+)
+def test_swapped_missing_and_misplaced_files_are_refused(
+    originals: dict[str, Path], tmp_path: Path, damage: str
+) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(originals["a"], bundle)
+    other = originals["b"]
+    if damage == "swap_manifest_and_weights":
+        m, w = (bundle / MANIFEST).read_bytes(), (bundle / WEIGHTS).read_bytes()
+        (bundle / MANIFEST).write_bytes(w)
+        (bundle / WEIGHTS).write_bytes(m)
+    elif damage.startswith("weights_of_another"):
+        shutil.copy(other / WEIGHTS, bundle / WEIGHTS)  # other shapes (U=9 for U=6)
+        if damage.endswith("vouched"):
+            refresh_checksum(bundle, WEIGHTS)
+    elif damage == "manifest_of_another_bundle":
+        shutil.copy(other / MANIFEST, bundle / MANIFEST)
+    elif damage == "missing_weights":
+        (bundle / WEIGHTS).unlink()
+    elif damage == "missing_manifest":
+        (bundle / MANIFEST).unlink()
+    elif damage == "weights_is_a_directory":
+        (bundle / WEIGHTS).unlink()
+        (bundle / WEIGHTS).mkdir()
+    elif damage == "weights_symlink_to_elsewhere":
+        outside = tmp_path / "elsewhere.npz"
+        shutil.copy(other / WEIGHTS, outside)
+        (bundle / WEIGHTS).unlink()
+        (bundle / WEIGHTS).symlink_to(outside)
+    elif damage == "empty_files":
+        (bundle / MANIFEST).write_bytes(b"")
+        (bundle / WEIGHTS).write_bytes(b"")
+    elif damage == "manifest_names_a_path_outside":
+        secret = tmp_path / "secret.txt"
+        secret.write_text("not a model file")
+        manifest = json.loads((bundle / MANIFEST).read_text())
+        manifest["files"]["../secret.txt"] = sha256_file(secret)
+        (bundle / MANIFEST).write_text(json.dumps(manifest))
+    assert load_or_refuse(bundle, tmp_path) is None
+
+
+class _Payload:
+    """What a hostile weights file would run on load: create a marker file."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("form", ["object_array_in_npz", "raw_pickle", "npy_with_pickle"])
+def test_a_weights_file_carrying_a_pickle_is_refused_and_never_run(
+    originals: dict[str, Path], tmp_path: Path, form: str
+) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(originals["a"], bundle)
+    marker = tmp_path / "pwned"
+    with np.load(originals["a"] / WEIGHTS) as npz:
+        arrays: dict[str, Any] = {k: npz[k] for k in npz.files}
+    evil = np.empty(1, dtype=object)
+    evil[0] = _Payload(str(marker))
+    if form == "object_array_in_npz":
+        arrays["kernel"] = evil
+        np.savez(bundle / WEIGHTS, **arrays)
+    elif form == "raw_pickle":
+        (bundle / WEIGHTS).write_bytes(pickle.dumps(_Payload(str(marker))))
+    else:
+        buf = io.BytesIO()
+        np.save(buf, evil, allow_pickle=True)
+        (bundle / WEIGHTS).write_bytes(buf.getvalue())
+    refresh_checksum(bundle, WEIGHTS)
+    with pytest.raises(BundleError) as err:
+        load_bundle(bundle)
+    assert WEIGHTS in str(err.value)
+    assert load_or_refuse(bundle, tmp_path) is None
+    assert not marker.exists(), "unpickling ran code from the weights file"
+    # the payload is real: unpickling it does create the marker
+    pickle.loads(pickle.dumps(_Payload(str(marker))))
+    assert marker.exists()
+
+
+json_leaf = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=10), st.just([]), st.just({})
+)
+
+
+def paths(doc: Any, prefix: tuple = ()) -> list[tuple]:
+    out = [prefix] if prefix else []
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            out += paths(v, (*prefix, k))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            out += paths(v, (*prefix, i))
+    return out
+
+
+@FUZZ
+@given(which=st.sampled_from(["a", "w"]), data=st.data())
+def test_any_manifest_field_with_any_value_is_refused_or_served(
+    originals: dict[str, Path], tmp_path_factory: pytest.TempPathFactory, which: str, data: st.DataObject
+) -> None:
+    work = tmp_path_factory.mktemp("field")
+    bundle = work / "bundle"
+    shutil.copytree(originals[which], bundle)
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from(paths(manifest)))
+        node = manifest
+        for key in path[:-1]:
+            node = node[key]
+        if data.draw(st.booleans()) and isinstance(node, dict):
+            del node[path[-1]]
+        else:
+            node[path[-1]] = data.draw(json_leaf)
+    (bundle / MANIFEST).write_text(json.dumps(manifest))
+    load_or_refuse(bundle, work)

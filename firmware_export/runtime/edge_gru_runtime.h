@@ -11,8 +11,8 @@
  *
  * Build option: -DEDGE_GRU_STATS_DOUBLE=0 keeps the causal normalization's running mean
  * and variance in float instead of double. On a Cortex-M4 (single-precision FPU only)
- * that saves the software double arithmetic (a few hundred cycles per sample and feature)
- * at the cost of precision on series whose mean is large against their spread.
+ * that avoids software double arithmetic in every sample, at the cost of precision on
+ * series whose mean is large against their spread (see docs/firmware.md for measurements).
  */
 #ifndef EDGE_GRU_RUNTIME_H
 #define EDGE_GRU_RUNTIME_H

@@ -37,11 +37,15 @@ class Broker:
         self.log_path = self.workdir / "mosquitto.log"
 
     def write_config(self) -> None:
+        # As root, mosquitto switches to the "mosquitto" user, which cannot write the
+        # persistence file here: sessions would silently not survive a restart.
+        stay_root = "user root\n" if os.geteuid() == 0 else ""
         self.config_path.write_text(
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {self.workdir}/\n"
+            f"{stay_root}"
             "max_queued_messages 100000\n"
             "message_size_limit 0\n"
             f"log_dest file {self.log_path}\n"

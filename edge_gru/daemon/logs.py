@@ -76,14 +76,15 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(level: str = "info", fmt: str = "logfmt", *, timestamps: bool = True) -> None:
-    """Route every edge-gru (and paho) log record to stderr as one structured line."""
+    """Route log records to stderr, one structured line each; ``level`` applies to edge-gru's loggers."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter(timestamps=timestamps))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(getattr(logging, level.upper()))
+    root.setLevel(logging.WARNING)  # numba and LLVM log volumes at DEBUG; only our own loggers follow ``level``
+    logging.getLogger("edge_gru").setLevel(getattr(logging, level.upper()))
 
 
 class RateLimitedWarnings:

@@ -140,7 +140,11 @@ class Service:
 
     def publish_stats(self) -> None:
         snap = self.stats_snapshot()
-        self.mqtt.publish(self.cfg.stats_topic, json.dumps(snap, separators=(",", ":")).encode(), qos=0)
+        if self.mqtt.connected.is_set():  # stats are a live view: none are queued while offline
+            try:
+                self.mqtt.publish(self.cfg.stats_topic, json.dumps(snap, separators=(",", ":")).encode(), qos=0)
+            except ConnectionError:
+                pass
         event(log, logging.DEBUG, "stats", **{k: v for k, v in snap.items() if not isinstance(v, dict)})
 
     def summary(self) -> str:

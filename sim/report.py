@@ -74,6 +74,16 @@ class Report:
 
     # -- numbers ---------------------------------------------------------------------------
     @property
+    def accepted_observed(self) -> int:
+        """Readings the daemon accepted by its own counters: forecasts plus warm-up readings."""
+        return self.outcome.published + self.outcome.dropped.get("warmup", 0)
+
+    @property
+    def accepted_consistent(self) -> bool:
+        """The daemon accepted exactly the readings the simulator expects it to (scoring relies on this)."""
+        return self.accepted_observed == self.expected["accept"]
+
+    @property
     def payload_drops(self) -> dict[str, int]:
         return {k: v for k, v in self.outcome.dropped.items() if k not in NON_PAYLOAD_REASONS}
 
@@ -138,6 +148,7 @@ class Report:
             "dropped": dict(sorted(o.dropped.items())),
             "gap_resets": o.gap_resets,
             "unmatched_forecasts": self.unmatched_forecasts,
+            "accepted": {"expected": self.expected["accept"], "observed": self.accepted_observed},
             "expected": self.expected,
             "faults": {"injected": self.injected, **self.run_faults, "checks": self.fault_checks()},
             "total": self.summary(),
@@ -166,7 +177,8 @@ class Report:
         o = self.outcome
         m = self.meta
         head = (
-            f"edge-gru simulate: {len(self.streams)} streams, {m['readings_label']}, seed {m['seed']}, "
+            f"edge-gru simulate: {len(self.streams)} stream{'s' if len(self.streams) != 1 else ''}, "
+            f"{m['readings_label']}, seed {m['seed']}, "
             f"{o.transport}, model {o.model_id} ({o.backend})"
         )
         cols = ("profile", "streams", "readings", "forecasts", "MAE", "RMSE", "persist MAE", "persist RMSE", "ratio")
@@ -212,6 +224,11 @@ class Report:
                 parts.append(f"{name} {c['injected']:,}{seen}")
             parts += [f"{k} {v}" for k, v in self.run_faults.items() if v]
             lines.append("faults     " + "; ".join(parts))
+        if not self.accepted_consistent and o.extra.get("stats_complete", True):
+            lines.append(
+                f"WARNING    the daemon accepted {self.accepted_observed:,} readings, the simulator expected "
+                f"{self.expected['accept']:,}: scores pair forecasts with the readings it expected"
+            )
         if self.unmatched_forecasts:
             lines.append(f"WARNING    {self.unmatched_forecasts} forecasts matched no accepted reading")
         lat = o.latency_ms

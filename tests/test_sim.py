@@ -96,6 +96,7 @@ def test_each_fault_is_injected_and_counted(model: edge_gru.Model) -> None:
     # the accounting invariant of the daemon: every reading is published or dropped for one reason
     assert report.outcome.received == report.outcome.published + sum(dropped.values())
     assert report.unmatched_forecasts == 0
+    assert report.accepted_consistent and report.accepted_observed == report.expected["accept"] > 1000
 
 
 def test_fault_injection_changes_only_what_it_says() -> None:
@@ -281,6 +282,14 @@ def test_cli_table_and_errors(tmp_path: Path) -> None:
     )
     assert res.exit_code == 0, res.output
     assert "persist MAE" in res.output and "throughput" in res.output and "sine" in res.output
+    one = CliRunner().invoke(
+        main,
+        ["simulate", "--streams", "2", "--profile", "daily", "--duration", "1d", "--json", "-q", "--backend", "numpy"],
+    )
+    total = json.loads(one.output)["total"]
+    assert total["mae"] is not None and total["mae"] / total["persistence_mae"] == pytest.approx(
+        json.loads(one.output)["profiles"][0]["mae_ratio"]
+    )
     res = CliRunner().invoke(main, ["simulate", "--faults", "bogus=1"])
     assert res.exit_code != 0 and "unknown fault 'bogus'" in res.output
     res = CliRunner().invoke(main, ["simulate", "--replay", "nope.csv", "--column", "x", "--model", str(DEFAULT_MODEL)])

@@ -68,6 +68,7 @@ def test_running_daemon_through_the_fixture_broker_matches_in_process(
         assert pa["persistence_mae"] == pb["persistence_mae"]  # readings are exact through JSON
     # the daemon's stats topic gives the same counters as the in-process worker
     assert over_mqtt.report.outcome.extra["stats_complete"]
+    assert over_mqtt.report.accepted_consistent
     assert ra["dropped"] == rb["dropped"]
     assert ra["faults"]["checks"] == rb["faults"]["checks"]
 
@@ -90,6 +91,8 @@ def test_spawned_broker_and_daemon_survive_restarts_with_the_same_forecasts() ->
     assert len(b) > 250 and a.keys() == b.keys()  # no reading lost across both restarts
     np.testing.assert_allclose([a[k] for k in b], [b[k] for k in b], rtol=1e-6)
     assert report["dropped"]["not_finite"] == report["faults"]["injected"]["nan"]
+    assert report["dropped"]["duplicate"] >= report["faults"]["injected"]["duplicate"]  # + any redelivered reading
+    assert report["accepted"]["observed"] == report["accepted"]["expected"]
 
 
 def test_no_daemon_online_is_a_clear_error(broker: Broker) -> None:

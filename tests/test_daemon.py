@@ -6,6 +6,7 @@ readings, never with stored numbers, so the tests hold for any bundle in models/
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -59,7 +60,7 @@ class Client:
 
     def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self.lock:
-            self.messages.append((msg.topic, msg.payload, msg.retain))
+            self.messages.append((msg.topic, bytes(msg.payload), msg.retain))
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 1) -> None:
         self.c.publish(topic, payload, qos=qos).wait_for_publish(5)
@@ -314,14 +315,14 @@ def test_bad_payload_battery_is_counted_and_harmless(shared: tuple[Daemon, Clien
     assert log.count("reason=too_large") <= 3  # rate limited, not one line per message
 
 
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_broker_restart_reconnects_and_resubscribes(
-    private_broker: Broker, tmp_path: Path, topic_prefix: str, ref_model: edge_gru.Model, request: pytest.FixtureRequest
+    private_broker: Broker, tmp_path: Path, topic_prefix: str, ref_model: edge_gru.Model, protocol: str
 ) -> None:
-    for protocol in ("5", "3.1.1"):
-        prefix = f"{topic_prefix}v{protocol.replace('.', '')}"
-        daemon = Daemon(tmp_path, private_broker, prefix, protocol=protocol).start()
-        request.addfinalizer(daemon.stop)
-        client = Client(private_broker, [f"{prefix}/out/+"])
+    prefix = topic_prefix
+    daemon = Daemon(tmp_path, private_broker, prefix, protocol=protocol).start()
+    client = Client(private_broker, [f"{prefix}/out/+"])
+    try:
         sent = {"a": readings("a", 24)}
         for row in sent["a"][:12]:
             client.publish(f"{prefix}/in/a/value", payload(*row))
@@ -338,9 +339,11 @@ def test_broker_restart_reconnects_and_resubscribes(
         wait_until(lambda: len(client.forecasts(prefix)) >= len(expected), 20, "forecasts after the restart")
         assert by_stream(client.forecasts(prefix))["a"] == expected
         assert "session_present=true" in daemon.log().split("event=mqtt_connection_lost")[1]
-        client.close()
         daemon.signal(signal.SIGTERM)
         assert daemon.wait() == 0
+    finally:
+        daemon.stop()
+        client.close()
 
 
 def test_sigterm_checkpoints_goes_offline_and_misses_nothing_while_down(
@@ -472,10 +475,8 @@ def test_systemd_notify_ready_watchdog_status_stopping(
 
     def receive() -> None:
         while not stop.is_set():
-            try:
+            with contextlib.suppress(TimeoutError):
                 got.append((time.monotonic(), sock.recv(4096).decode()))
-            except TimeoutError:
-                pass
 
     reader = threading.Thread(target=receive, daemon=True)
     reader.start()

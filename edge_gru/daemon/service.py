@@ -10,6 +10,7 @@ old model keeps serving.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -141,10 +142,8 @@ class Service:
     def publish_stats(self) -> None:
         snap = self.stats_snapshot()
         if self.mqtt.connected.is_set():  # stats are a live view: none are queued while offline
-            try:
+            with contextlib.suppress(ConnectionError):
                 self.mqtt.publish(self.cfg.stats_topic, json.dumps(snap, separators=(",", ":")).encode(), qos=0)
-            except ConnectionError:
-                pass
         event(log, logging.DEBUG, "stats", **{k: v for k, v in snap.items() if not isinstance(v, dict)})
 
     def summary(self) -> str:

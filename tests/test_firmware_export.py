@@ -9,6 +9,7 @@ NaNs (warm-up, dropped readings) in the same places.
 from __future__ import annotations
 
 import csv
+import json
 import re
 import shutil
 import subprocess
@@ -564,3 +565,18 @@ def test_module_examples(module: str) -> None:
 
     result = doctest.testmod(importlib.import_module(f"firmware_export.{module}"))
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_hostile_names_in_the_manifest_cannot_break_the_c(tmp_path: Path) -> None:
+    """Feature names and ids end up in comments and strings: escaped, they still compile."""
+    from dataclasses import replace
+
+    base = make_bundle(tmp_path / "base", units=4, features=2, normalization=CAUSAL)
+    manifest = replace(base.manifest, features=("temp */ #error x", 'q"??/\\\n'), target="temp */ #error x")
+    bundle = write_bundle(tmp_path / "b", replace(manifest, name='r??="x'), base.weights)
+    data = json.loads((bundle.path / "manifest.json").read_text())
+    data["id"] = 'id "*/ ??/ \\'  # a hand-edited id: not covered by the checksums
+    (bundle.path / "manifest.json").write_text(json.dumps(data))
+    _, binary = export_and_build(bundle.path, tmp_path / "c")
+    info = subprocess.run([str(binary), "--info"], capture_output=True, text=True, check=True).stdout
+    assert info.startswith('bundle id "*/ ??/ \\\n')

@@ -5,18 +5,31 @@ Design choices that make a single step cost well under a microsecond:
 * all weights live in one contiguous float32 block (``GRUWeights.packed()``), and a
   single-stream step takes one state vector that holds the hidden state followed by its
   scratch space, so a call passes four arguments;
-* the input and recurrent products run over rows with a contiguous inner loop over the
-  3U gate columns, which LLVM vectorizes;
+* the recurrent product runs over four rows of the recurrent kernel at a time with a
+  contiguous inner loop over the 3U gate columns: LLVM vectorizes it, and the gate
+  accumulators are loaded and stored once per four rows instead of once per row (the
+  four multiply-adds stay in the single-row order, so the sums round as before);
 * the gate loop calls no library ``exp``/``tanh``: a clamped rational tanh (max abs error
   below 1e-6) and ``sigmoid(x) = 0.5 + 0.5 * tanh(x / 2)`` keep it branch-free;
 * ``error_model='numpy'`` drops the division-by-zero checks that block vectorization;
 * nothing is allocated per step: the caller owns state, scratch and outputs.
+
+The batched step holds streams as columns: a tile of T streams is gathered into a (U, T)
+block, every inner loop runs over the T streams of one tile (contiguous, vectorized, the
+weights broadcast), each unit's three gates are accumulated together over eight rows per
+pass (each state row loaded once for 24 multiply-adds), and the new states are scattered
+back. A tile's working set (``(I + 3U + 6) * T`` floats) stays in L1/L2 cache. Tiles
+with a repeated stream, and tiles of fewer than ``MIN_TILE_STREAMS``, run stream by
+stream, so a stream listed twice still advances twice, in order.
 
 Packed block layout for I inputs and U units (G = 3U)::
 
     kernel (I*G) | recurrent_kernel (U*G) | b_in (G) | b_rec (G) | dense (U) | dense_bias (1)
 
 Single-stream state vector: ``h (U) | gx (G) | gh (G)`` — length ``7U``.
+
+The same functions are compiled ahead of time by :mod:`edge_gru.aot` (``numba.pycc``),
+so a device can run them without importing numba.
 """
 
 from __future__ import annotations
@@ -28,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from edge_gru.errors import KernelCacheError
+from edge_gru.kernel_layout import MIN_TILE_STREAMS, STATE_PER_UNIT, TILE, packed_size, tile_scratch_size
 
 try:
     import numba
@@ -38,7 +52,18 @@ except ImportError as exc:  # pragma: no cover - exercised only without numba in
         "the numba backend needs numba: pip install 'edge-gru[device]' (or use backend='numpy')"
     ) from exc
 
-STATE_PER_UNIT = 7  # h | gx (3U) | gh (3U)
+__all__ = [
+    "JIT_OPTIONS",
+    "MIN_TILE_STREAMS",
+    "STATE_PER_UNIT",
+    "TILE",
+    "gru_step",
+    "gru_step_batch",
+    "gru_windows",
+    "packed_size",
+    "tile_scratch_size",
+    "warm_up",
+]
 
 
 def _ensure_cache_dir() -> None:
@@ -57,27 +82,36 @@ def _ensure_cache_dir() -> None:
     raise KernelCacheError(
         f"numba cannot write its kernel cache (tried {', '.join(candidates)}); set NUMBA_CACHE_DIR "
         "to a writable directory (under systemd: CacheDirectory=edge-gru and "
-        "Environment=NUMBA_CACHE_DIR=/var/cache/edge-gru)"
+        "Environment=NUMBA_CACHE_DIR=/var/cache/edge-gru), or build the kernels ahead of time "
+        "with `edge-gru build-kernels` so that numba is not needed at run time"
     )
 
 
 _ensure_cache_dir()
 
-_JIT: dict[str, Any] = {
+#: Compilation options, shared with the ahead-of-time build (edge_gru.aot).
+JIT_OPTIONS: dict[str, Any] = {
     "cache": True,
     "nogil": True,
     "error_model": "numpy",
     "fastmath": {"nsz", "arcp", "contract", "afn"},
 }
+_JIT = JIT_OPTIONS
 
 _F = np.float32
 _CLAMP = _F(7.99881172180175781)
-_A1, _A3, _A5, _A7 = _F(4.89352455891786e-03), _F(6.37261928875436e-04), _F(1.48572235717979e-05), _F(
-    5.12229709037114e-08
+_A1, _A3, _A5, _A7 = (
+    _F(4.89352455891786e-03),
+    _F(6.37261928875436e-04),
+    _F(1.48572235717979e-05),
+    _F(5.12229709037114e-08),
 )
 _A9, _A11, _A13 = _F(-8.60467152213735e-11), _F(2.00018790482477e-13), _F(-2.76076847742355e-16)
-_B0, _B2, _B4, _B6 = _F(4.89352518554385e-03), _F(2.26843463243900e-03), _F(1.18534705686654e-04), _F(
-    1.19825839466702e-06
+_B0, _B2, _B4, _B6 = (
+    _F(4.89352518554385e-03),
+    _F(2.26843463243900e-03),
+    _F(1.18534705686654e-04),
+    _F(1.19825839466702e-06),
 )
 _HALF = _F(0.5)
 _ONE = _F(1.0)
@@ -85,7 +119,8 @@ _ZERO = _F(0.0)
 
 
 @numba.njit(inline="always", **_JIT)
-def fast_tanh(x: float) -> float:
+def fast_tanh(x):  # type: ignore[no-untyped-def]
+    """tanh to within 1e-6, branch-free and vectorizable (a clamped rational approximation)."""
     x = min(max(x, -_CLAMP), _CLAMP)
     x2 = x * x
     p = x2 * _A13 + _A11
@@ -99,6 +134,36 @@ def fast_tanh(x: float) -> float:
     q = x2 * q + _B2
     q = x2 * q + _B0
     return p / q
+
+
+@numba.njit(inline="always", **_JIT)
+def _rows_times(p, start, stride, v, out, n):  # type: ignore[no-untyped-def]
+    """``out[:n] += v @ W`` where row k of W is ``p[start + k*stride : ... + n]``.
+
+    Four rows per pass: each pass loads and stores ``out`` once for four fused multiply-adds.
+    """
+    k = 0
+    m = v.shape[0]
+    while k + 3 < m:
+        v0 = v[k]
+        v1 = v[k + 1]
+        v2 = v[k + 2]
+        v3 = v[k + 3]
+        o = start + k * stride
+        w0 = p[o : o + n]
+        w1 = p[o + stride : o + stride + n]
+        w2 = p[o + 2 * stride : o + 2 * stride + n]
+        w3 = p[o + 3 * stride : o + 3 * stride + n]
+        for j in range(n):
+            out[j] = out[j] + v0 * w0[j] + v1 * w1[j] + v2 * w2[j] + v3 * w3[j]
+        k += 4
+    while k < m:
+        vk = v[k]
+        o = start + k * stride
+        w = p[o : o + n]
+        for j in range(n):
+            out[j] += vk * w[j]
+        k += 1
 
 
 @numba.njit(inline="always", **_JIT)
@@ -118,20 +183,12 @@ def _cell(p, x, h, gx, gh, reset_after):  # type: ignore[no-untyped-def]
     bi = p[b_in:b_rec]
     for j in range(g):
         gx[j] = bi[j]
-    for i in range(n_in):
-        xi = x[i]
-        w = p[i * g : (i + 1) * g]
-        for j in range(g):
-            gx[j] += xi * w[j]
+    _rows_times(p, 0, g, x, gx, g)
     if reset_after:
         br = p[b_rec:dense]
         for j in range(g):
             gh[j] = br[j]
-        for k in range(u):
-            hk = h[k]
-            w = p[rec + k * g : rec + (k + 1) * g]
-            for j in range(g):
-                gh[j] += hk * w[j]
+        _rows_times(p, rec, g, h, gh, g)
         gxz = gx[:u]
         gxr = gx[u : 2 * u]
         gxc = gx[2 * u :]
@@ -149,26 +206,18 @@ def _cell(p, x, h, gx, gh, reset_after):  # type: ignore[no-untyped-def]
         zr = gh[: 2 * u]
         for j in range(2 * u):
             zr[j] = _ZERO
-        for k in range(u):
-            hk = h[k]
-            w = p[rec + k * g : rec + k * g + 2 * u]
-            for j in range(2 * u):
-                zr[j] += hk * w[j]
+        _rows_times(p, rec, g, h, zr, 2 * u)
         for j in range(2 * u):
             zr[j] = _HALF + _HALF * fast_tanh(_HALF * (gx[j] + zr[j]))
         rh = gx[:u]
-        r = gh[u : 2 * u]
+        rgate = gh[u : 2 * u]  # not ``r``: the other branch's scalar r would not unify (AOT types both)
         for j in range(u):
-            rh[j] = r[j] * h[j]
+            rh[j] = rgate[j] * h[j]
         cand = gh[2 * u :]
         gxc = gx[2 * u :]
         for j in range(u):
             cand[j] = gxc[j]
-        for k in range(u):
-            rk = rh[k]
-            w = p[rec + k * g + 2 * u : rec + (k + 1) * g]
-            for j in range(u):
-                cand[j] += rk * w[j]
+        _rows_times(p, rec + 2 * u, g, rh, cand, u)
         for j in range(u):
             z = zr[j]
             c = fast_tanh(cand[j])
@@ -188,45 +237,321 @@ def gru_step(p, x, state, reset_after):  # type: ignore[no-untyped-def]
     return _cell(p, x, state[:u], state[u : u + g], state[u + g : u + 2 * g], reset_after)
 
 
+# -- streams as columns ------------------------------------------------------------------------
+
+
+@numba.njit(inline="always", **_JIT)
+def _accumulate_cols(p, start, stride, v, t, n, out):  # type: ignore[no-untyped-def]
+    """``out[:n] += sum_k p[start + k*stride] * v[k*t : k*t + n]`` over the rows k of ``v`` (m, t).
+
+    ``v`` is a (m, t) block stored flat; four rows per pass load and store ``out`` once.
+    """
+    m = v.shape[0] // t
+    k = 0
+    while k + 3 < m:
+        o = start + k * stride
+        w0 = p[o]
+        w1 = p[o + stride]
+        w2 = p[o + 2 * stride]
+        w3 = p[o + 3 * stride]
+        v0 = v[k * t : k * t + n]
+        v1 = v[(k + 1) * t : (k + 1) * t + n]
+        v2 = v[(k + 2) * t : (k + 2) * t + n]
+        v3 = v[(k + 3) * t : (k + 3) * t + n]
+        for c in range(n):
+            out[c] = out[c] + w0 * v0[c] + w1 * v1[c] + w2 * v2[c] + w3 * v3[c]
+        k += 4
+    while k < m:
+        w0 = p[start + k * stride]
+        v0 = v[k * t : k * t + n]
+        for c in range(n):
+            out[c] += w0 * v0[c]
+        k += 1
+
+
+@numba.njit(inline="always", **_JIT)
+def _accumulate_cols3(p, start, off, stride, v, t, n, o0, o1, o2):  # type: ignore[no-untyped-def]
+    """Three gates at once: ``o_q[:n] += sum_k p[start + q*off + k*stride] * v[k*t : k*t + n]``.
+
+    Each row of ``v`` is loaded once for the three gates; eight rows per pass, added one
+    after the other (fused multiply-adds in the order of the single-row loop).
+    """
+    m = v.shape[0] // t
+    k = 0
+    while k + 7 < m:
+        o = start + k * stride
+        a0 = p[o]
+        a1 = p[o + stride]
+        a2 = p[o + 2 * stride]
+        a3 = p[o + 3 * stride]
+        a4 = p[o + 4 * stride]
+        a5 = p[o + 5 * stride]
+        a6 = p[o + 6 * stride]
+        a7 = p[o + 7 * stride]
+        o += off
+        b0 = p[o]
+        b1 = p[o + stride]
+        b2 = p[o + 2 * stride]
+        b3 = p[o + 3 * stride]
+        b4 = p[o + 4 * stride]
+        b5 = p[o + 5 * stride]
+        b6 = p[o + 6 * stride]
+        b7 = p[o + 7 * stride]
+        o += off
+        c0 = p[o]
+        c1 = p[o + stride]
+        c2 = p[o + 2 * stride]
+        c3 = p[o + 3 * stride]
+        c4 = p[o + 4 * stride]
+        c5 = p[o + 5 * stride]
+        c6 = p[o + 6 * stride]
+        c7 = p[o + 7 * stride]
+        v0 = v[k * t : k * t + n]
+        v1 = v[(k + 1) * t : (k + 1) * t + n]
+        v2 = v[(k + 2) * t : (k + 2) * t + n]
+        v3 = v[(k + 3) * t : (k + 3) * t + n]
+        v4 = v[(k + 4) * t : (k + 4) * t + n]
+        v5 = v[(k + 5) * t : (k + 5) * t + n]
+        v6 = v[(k + 6) * t : (k + 6) * t + n]
+        v7 = v[(k + 7) * t : (k + 7) * t + n]
+        for c in range(n):
+            e0 = v0[c]
+            e1 = v1[c]
+            e2 = v2[c]
+            e3 = v3[c]
+            e4 = v4[c]
+            e5 = v5[c]
+            e6 = v6[c]
+            e7 = v7[c]
+            q0 = o0[c] + a0 * e0
+            q1 = o1[c] + b0 * e0
+            q2 = o2[c] + c0 * e0
+            q0 += a1 * e1
+            q1 += b1 * e1
+            q2 += c1 * e1
+            q0 += a2 * e2
+            q1 += b2 * e2
+            q2 += c2 * e2
+            q0 += a3 * e3
+            q1 += b3 * e3
+            q2 += c3 * e3
+            q0 += a4 * e4
+            q1 += b4 * e4
+            q2 += c4 * e4
+            q0 += a5 * e5
+            q1 += b5 * e5
+            q2 += c5 * e5
+            q0 += a6 * e6
+            q1 += b6 * e6
+            q2 += c6 * e6
+            o0[c] = q0 + a7 * e7
+            o1[c] = q1 + b7 * e7
+            o2[c] = q2 + c7 * e7
+        k += 8
+    while k < m:
+        o = start + k * stride
+        a0 = p[o]
+        b0 = p[o + off]
+        c0 = p[o + 2 * off]
+        v0 = v[k * t : k * t + n]
+        for c in range(n):
+            e0 = v0[c]
+            o0[c] += a0 * e0
+            o1[c] += b0 * e0
+            o2[c] += c0 * e0
+        k += 1
+
+
+@numba.njit(inline="always", **_JIT)
+def _fill(out, value, n):  # type: ignore[no-untyped-def]
+    for c in range(n):
+        out[c] = value
+
+
+@numba.njit(inline="always", **_JIT)
+def _tile_step(p, xt, ht, hn, rh, acc, t, n, reset_after):  # type: ignore[no-untyped-def]
+    """Advance the n stream columns of ``ht`` (U, t) into ``hn`` (U, t) on inputs ``xt`` (I, t).
+
+    ``rh`` (U, t) and ``acc`` (6, t) are scratch. Columns past n are left untouched.
+    """
+    n_in = xt.shape[0] // t
+    u = ht.shape[0] // t
+    g = 3 * u
+    rec = n_in * g
+    b_in = rec + u * g
+    b_rec = b_in + g
+    az = acc[0:t]
+    ar = acc[t : 2 * t]
+    ac = acc[2 * t : 3 * t]
+    xz = acc[3 * t : 4 * t]
+    xr = acc[4 * t : 5 * t]
+    xc = acc[5 * t : 6 * t]
+    if reset_after:
+        for j in range(u):
+            _fill(xz, p[b_in + j], n)
+            _fill(xr, p[b_in + u + j], n)
+            _fill(xc, p[b_in + 2 * u + j], n)
+            _accumulate_cols3(p, j, u, g, xt, t, n, xz, xr, xc)
+            _fill(az, p[b_rec + j], n)
+            _fill(ar, p[b_rec + u + j], n)
+            _fill(ac, p[b_rec + 2 * u + j], n)
+            _accumulate_cols3(p, rec + j, u, g, ht, t, n, az, ar, ac)
+            hj = ht[j * t : j * t + n]
+            out = hn[j * t : j * t + n]
+            for c in range(n):
+                z = _HALF + _HALF * fast_tanh(_HALF * (xz[c] + az[c]))
+                r = _HALF + _HALF * fast_tanh(_HALF * (xr[c] + ar[c]))
+                cand = fast_tanh(xc[c] + r * ac[c])
+                out[c] = z * hj[c] + (_ONE - z) * cand
+    else:
+        # Pass 1: z into hn and r * h into rh for every unit. Pass 2: candidate and new state.
+        for j in range(u):
+            _fill(xz, p[b_in + j], n)
+            _fill(xr, p[b_in + u + j], n)
+            _accumulate_cols(p, j, g, xt, t, n, xz)
+            _accumulate_cols(p, u + j, g, xt, t, n, xr)
+            _accumulate_cols(p, rec + j, g, ht, t, n, xz)
+            _accumulate_cols(p, rec + u + j, g, ht, t, n, xr)
+            hj = ht[j * t : j * t + n]
+            zj = hn[j * t : j * t + n]
+            rhj = rh[j * t : j * t + n]
+            for c in range(n):
+                zj[c] = _HALF + _HALF * fast_tanh(_HALF * xz[c])
+                rhj[c] = (_HALF + _HALF * fast_tanh(_HALF * xr[c])) * hj[c]
+        for j in range(u):
+            _fill(xc, p[b_in + 2 * u + j], n)
+            _accumulate_cols(p, 2 * u + j, g, xt, t, n, xc)
+            _accumulate_cols(p, rec + 2 * u + j, g, rh, t, n, xc)
+            hj = ht[j * t : j * t + n]
+            out = hn[j * t : j * t + n]
+            for c in range(n):
+                z = out[c]
+                out[c] = z * hj[c] + (_ONE - z) * fast_tanh(xc[c])
+
+
+@numba.njit(inline="always", **_JIT)
+def _tile_dense(p, hn, t, n, u, dense, y):  # type: ignore[no-untyped-def]
+    """``y[:n] = hn.T @ dense_kernel + dense_bias`` for the n columns of ``hn`` (U, t)."""
+    _fill(y, p[dense + u], n)
+    _accumulate_cols(p, dense, 1, hn, t, n, y)
+
+
+@numba.njit(inline="always", **_JIT)
+def _has_duplicates(rows, start, n):  # type: ignore[no-untyped-def]
+    """Whether ``rows[start:start+n]`` repeats a row (such a tile must run stream by stream)."""
+    dup = False
+    for a in range(start + 1, start + n):
+        ra = rows[a]
+        for b in range(start, a):
+            dup |= rows[b] == ra
+    return dup
+
+
 @numba.njit(**_JIT)
 def gru_step_batch(p, x, h, rows, scratch, y, reset_after):  # type: ignore[no-untyped-def]
     """S streams, one step each: ``x`` (S, I); ``h`` (N, U) rows ``rows[s]`` updated in place.
 
     Rows are processed in order, so a stream listed twice advances twice. ``scratch`` has
-    length 6U; ``y`` (S,) receives the outputs.
+    length ``tile_scratch_size(U, I, T)`` for tiles of T streams (at least 6U); ``y`` (S,)
+    receives the outputs.
     """
+    n_in = x.shape[1]
     u = h.shape[1]
     g = 3 * u
+    s_total = x.shape[0]
+    t = scratch.shape[0] // (n_in + 3 * u + 6)
+    dense = n_in * g + u * g + 2 * g
+    if t < MIN_TILE_STREAMS:
+        t = 0
+    xt = scratch[: n_in * t]
+    ht = scratch[n_in * t : (n_in + u) * t]
+    hn = scratch[(n_in + u) * t : (n_in + 2 * u) * t]
+    rh = scratch[(n_in + 2 * u) * t : (n_in + 3 * u) * t]
+    acc = scratch[(n_in + 3 * u) * t : (n_in + 3 * u + 6) * t]
     gx = scratch[:g]
     gh = scratch[g : 2 * g]
-    for s in range(x.shape[0]):
-        y[s] = _cell(p, x[s], h[rows[s]], gx, gh, reset_after)
+    start = 0
+    while start < s_total:
+        n = min(t, s_total - start)
+        if n < MIN_TILE_STREAMS or _has_duplicates(rows, start, n):
+            stop = start + max(n, 1)
+            for s in range(start, stop):
+                y[s] = _cell(p, x[s], h[rows[s]], gx, gh, reset_after)
+            start = stop
+            continue
+        for c in range(n):
+            xs = x[start + c]
+            for i in range(n_in):
+                xt[i * t + c] = xs[i]
+            hs = h[rows[start + c]]
+            for k in range(u):
+                ht[k * t + c] = hs[k]
+        _tile_step(p, xt, ht, hn, rh, acc, t, n, reset_after)
+        for c in range(n):
+            hs = h[rows[start + c]]
+            for k in range(u):
+                hs[k] = hn[k * t + c]
+        _tile_dense(p, hn, t, n, u, dense, y[start : start + n])
+        start += n
+
+
+@numba.njit(inline="always", **_JIT)
+def _units(p, n_in):  # type: ignore[no-untyped-def]
+    """U from the packed block's length ``3U^2 + (3I + 7)U + 1``."""
+    b = 3 * n_in + 7
+    return int(round((np.sqrt(b * b + 12.0 * (p.shape[0] - 1)) - b) / 6.0))  # noqa: RUF046 - typed for numba
 
 
 @numba.njit(**_JIT)
 def gru_windows(p, windows, scratch, y, reset_after):  # type: ignore[no-untyped-def]
     """Run each (W, I) window of ``windows`` (N, W, I) from a zero state; ``y`` (N,) gets the last output.
 
-    ``scratch`` has length 7U.
+    ``scratch`` has length ``tile_scratch_size(U, I, T)`` to run T windows at a time as
+    columns, or 7U to run them one by one.
     """
-    u = scratch.shape[0] // STATE_PER_UNIT
+    n_win = windows.shape[0]
+    w_len = windows.shape[1]
+    n_in = windows.shape[2]
+    u = _units(p, n_in)
     g = 3 * u
-    h = scratch[:u]
-    gx = scratch[u : u + g]
-    gh = scratch[u + g : u + 2 * g]
-    for n in range(windows.shape[0]):
-        for j in range(u):
-            h[j] = _ZERO
-        out = _ZERO
-        for t in range(windows.shape[1]):
-            out = _cell(p, windows[n, t], h, gx, gh, reset_after)
-        y[n] = out
+    dense = n_in * g + u * g + 2 * g
+    t = scratch.shape[0] // (n_in + 3 * u + 6)
+    if t < MIN_TILE_STREAMS or n_win < MIN_TILE_STREAMS:
+        h = scratch[:u]
+        gx = scratch[u : u + g]
+        gh = scratch[u + g : u + 2 * g]
+        for m in range(n_win):
+            for j in range(u):
+                h[j] = _ZERO
+            out = _ZERO
+            for step in range(w_len):
+                out = _cell(p, windows[m, step], h, gx, gh, reset_after)
+            y[m] = out
+        return
+    xt = scratch[: n_in * t]
+    ht = scratch[n_in * t : (n_in + u) * t]
+    hn = scratch[(n_in + u) * t : (n_in + 2 * u) * t]
+    rh = scratch[(n_in + 2 * u) * t : (n_in + 3 * u) * t]
+    acc = scratch[(n_in + 3 * u) * t : (n_in + 3 * u + 6) * t]
+    for start in range(0, n_win, t):
+        n = min(t, n_win - start)
+        for k in range(u * t):
+            hn[k] = _ZERO
+        for step in range(w_len):
+            for k in range(u * t):
+                ht[k] = hn[k]
+            for c in range(n):
+                xs = windows[start + c, step]
+                for i in range(n_in):
+                    xt[i * t + c] = xs[i]
+            _tile_step(p, xt, ht, hn, rh, acc, t, n, reset_after)
+        _tile_dense(p, hn, t, n, u, dense, y[start : start + n])
 
 
 def warm_up(units: int = 4, features: int = 1) -> None:
     """Compile (or load from cache) every kernel signature the backends use."""
-    g = 3 * units
-    p = np.zeros(features * g + units * g + 2 * g + units + 1, dtype=np.float32)
+    p = np.zeros(packed_size(units, features), dtype=np.float32)
+    scratch = np.zeros(tile_scratch_size(units, features), np.float32)
     for reset_after in (True, False):
         gru_step(p, np.zeros(features, np.float32), np.zeros(STATE_PER_UNIT * units, np.float32), reset_after)
         gru_step_batch(
@@ -234,14 +559,8 @@ def warm_up(units: int = 4, features: int = 1) -> None:
             np.zeros((1, features), np.float32),
             np.zeros((1, units), np.float32),
             np.zeros(1, np.int64),
-            np.zeros(6 * units, np.float32),
+            scratch,
             np.zeros(1, np.float32),
             reset_after,
         )
-        gru_windows(
-            p,
-            np.zeros((1, 1, features), np.float32),
-            np.zeros(STATE_PER_UNIT * units, np.float32),
-            np.zeros(1, np.float32),
-            reset_after,
-        )
+        gru_windows(p, np.zeros((1, 1, features), np.float32), scratch, np.zeros(1, np.float32), reset_after)

@@ -1,23 +1,55 @@
-"""The ``numba`` backend: compiled, allocation-free steps over the packed weight block."""
+"""The ``numba`` backend: compiled, allocation-free steps over the packed weight block.
+
+The kernels come from an ahead-of-time compiled module when one matches this machine
+(:mod:`edge_gru.aot`; numba is then never imported), else from the numba JIT
+(:mod:`edge_gru.kernels`). ``EDGE_GRU_KERNELS=aot|jit`` forces one of them.
+"""
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import numpy as np
 
+from edge_gru import aot
 from edge_gru.backends.base import Backend
 from edge_gru.bundle import Bundle
+from edge_gru.errors import BackendUnavailableError
+from edge_gru.kernel_layout import STATE_PER_UNIT, tile_scratch_size
+
+log = logging.getLogger(__name__)
+
+
+def resolve_kernels(choice: str = "auto") -> tuple[Any, str]:
+    """The kernel functions (a module-like object) and their kind: ``aot-host``, ``aot-generic`` or ``jit``."""
+    if choice not in ("auto", "aot", "jit"):
+        raise BackendUnavailableError(f"unknown kernel choice {choice!r}; expected auto, aot or jit")
+    if choice in ("auto", "aot"):
+        compiled = aot.load_kernels()
+        if compiled is not None:
+            return compiled, compiled.kind
+        if choice == "aot":
+            dirs = ", ".join(str(d) for d in aot.kernel_dirs())
+            raise BackendUnavailableError(
+                f"no ahead-of-time compiled kernels match this machine in {dirs}; run "
+                f"`edge-gru build-kernels` (or set {aot.KERNEL_DIR_ENV} to where they were built; "
+                "`edge-gru build-kernels --check` says why a module does not match)"
+            )
+    from edge_gru import kernels
+
+    return kernels, "jit"
 
 
 class NumbaBackend(Backend):
     name = "numba"
 
-    def __init__(self, bundle: Bundle) -> None:
+    def __init__(self, bundle: Bundle, kernels: str | None = None) -> None:
         super().__init__(bundle)
-        from edge_gru import kernels
-
-        self._kernels = kernels
+        self._kernels, self.kernel_kind = resolve_kernels(kernels or aot.kernel_choice())
+        log.debug("numba backend uses %s kernels", self.kernel_kind)
         self.packed = bundle.weights.packed()
-        self._scratch = np.zeros(kernels.STATE_PER_UNIT * self.units, dtype=np.float32)
+        self._scratch = np.zeros(tile_scratch_size(self.units, self.features), dtype=np.float32)
         self._y = np.zeros(0, dtype=np.float32)
 
     def step(self, x: np.ndarray, h: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -25,9 +57,11 @@ class NumbaBackend(Backend):
         if self._y.shape[0] < s:
             self._y = np.zeros(max(s, 2 * self._y.shape[0]), dtype=np.float32)
         y = self._y[:s]
+        if not h.flags.c_contiguous or h.dtype != np.float32:
+            raise ValueError("the numba backend needs h as a C-contiguous float32 (N, U) array")
         self._kernels.gru_step_batch(
             self.packed,
-            np.ascontiguousarray(x, dtype=np.float32),
+            np.ascontiguousarray(x, dtype=np.float32).reshape(s, self.features),
             h,
             np.ascontiguousarray(rows, dtype=np.int64),
             self._scratch,
@@ -43,6 +77,10 @@ class NumbaBackend(Backend):
         )
         return y
 
-    def single_stream(self) -> tuple[object, np.ndarray, bool]:
-        """The raw single-step kernel, its packed weights and flag, for benchmarks and tight loops."""
-        return self._kernels.gru_step, self.packed, self.reset_after
+    def single_stream(self) -> tuple[Any, np.ndarray, np.ndarray, bool]:
+        """The raw single-step kernel, its packed weights, a fresh 7U state vector and the flag.
+
+        For benchmarks and tight loops: ``kernel(packed, x, state, reset_after) -> y``.
+        """
+        state = np.zeros(STATE_PER_UNIT * self.units, dtype=np.float32)
+        return self._kernels.gru_step, self.packed, state, self.reset_after

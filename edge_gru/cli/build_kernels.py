@@ -1,0 +1,125 @@
+"""``edge-gru build-kernels``: compile the GRU step kernels ahead of time.
+
+``deploy/install.sh`` runs ``edge-gru build-kernels --out DIR`` with DIR the daemon's
+``NUMBA_CACHE_DIR`` (or sets ``EDGE_GRU_KERNEL_DIR=DIR``), and the daemon then imports
+the compiled module without numba or llvmlite (see :mod:`edge_gru.aot`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from edge_gru import aot
+
+
+@click.command()
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help=f"Directory for the compiled modules (default: ${aot.KERNEL_DIR_ENV}, else $NUMBA_CACHE_DIR, "
+    "else ~/.cache/edge-gru/kernels; the loader searches the same places).",
+)
+@click.option(
+    "--variant",
+    type=click.Choice(["all", *aot.VARIANTS]),
+    default="all",
+    show_default=True,
+    help="host: fastest, runs only on this CPU model; generic: any CPU of this architecture.",
+)
+@click.option("--check", is_flag=True, help="Build nothing; say which compiled modules match this machine.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def build_kernels(out: str | None, variant: str, check: bool, as_json: bool) -> None:
+    """Compile the numba kernels into an extension module that runs without numba.
+
+    Needs numba and a C compiler at build time only. The module is verified against the
+    numpy reference before this command reports success.
+    """
+    dirs = [Path(out).expanduser()] if out else aot.kernel_dirs()
+    if check:
+        _check(dirs, as_json)
+        return
+    variants = aot.VARIANTS if variant == "all" else (variant,)
+    if not as_json:
+        click.echo(f"compiling {', '.join(variants)} kernels into {dirs[0]} (about a minute each) ...", err=True)
+    try:
+        paths = aot.build(dirs[0], variants=variants)
+        errors = {path.name: _verify(path) for path in paths}
+    except aot.KernelBuildError as exc:
+        raise click.ClickException(str(exc)) from exc
+    bad = {name: err for name, err in errors.items() if err > 1e-5}
+    report = {
+        "dir": str(dirs[0]),
+        "modules": [p.name for p in paths],
+        "max_abs_error_vs_reference": errors,
+        "env": {aot.KERNEL_DIR_ENV: str(dirs[0])},
+        "found_by_default": dirs[0].resolve() in [d.resolve() for d in aot.kernel_dirs()],
+    }
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        for path in paths:
+            click.echo(f"built {path}  (max abs error vs numpy reference {errors[path.name]:.1e})")
+        if not report["found_by_default"]:
+            click.echo(f"the loader looks there when {aot.KERNEL_DIR_ENV}={dirs[0]} is set")
+    if bad:
+        raise click.ClickException(f"compiled kernels disagree with the reference: {bad}")
+
+
+def _verify(path: Path) -> float:
+    """Max abs error of a freshly built module against the numpy reference on random weights."""
+    import numpy as np
+
+    from edge_gru import reference
+    from edge_gru.bundle import GRUWeights
+    from edge_gru.kernel_layout import STATE_PER_UNIT, tile_scratch_size
+
+    info = json.loads(path.with_name(path.name.removesuffix(aot.extension_suffix()) + ".json").read_text())
+    compiled = aot._import_extension(str(info["module"]), path)
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for reset_after in (True, False):
+        u, i, s = 9, 2, 70
+        w = GRUWeights(
+            (rng.standard_normal((i, 3 * u)) * 0.5).astype(np.float32),
+            (rng.standard_normal((u, 3 * u)) * 0.5).astype(np.float32),
+            (rng.standard_normal((2, 3 * u) if reset_after else (3 * u,)) * 0.1).astype(np.float32),
+            (rng.standard_normal((u, 1)) * 0.5).astype(np.float32),
+            rng.standard_normal(1).astype(np.float32),
+        )
+        x = rng.standard_normal((s, i)).astype(np.float32)
+        h = (rng.standard_normal((s, u)) * 0.5).astype(np.float32)
+        h_ref = h.copy()
+        y_ref = reference.gru_step(w, x, h_ref)
+        y = np.zeros(s, np.float32)
+        scratch = np.zeros(tile_scratch_size(u, i), np.float32)
+        compiled.gru_step_batch(w.packed(), x, h, np.arange(s, dtype=np.int64), scratch, y, reset_after)
+        state = np.zeros(STATE_PER_UNIT * u, np.float32)
+        y1 = compiled.gru_step(w.packed(), x[0], state, reset_after)
+        h1 = np.zeros((1, u), np.float32)
+        y1_ref = reference.gru_step(w, x[:1], h1)[0]
+        worst = max(worst, float(np.abs(y - y_ref).max()), float(np.abs(h - h_ref).max()), abs(float(y1 - y1_ref)))
+    return worst
+
+
+def _check(dirs: list[Path], as_json: bool) -> None:
+    found = aot.find_compiled(dirs)
+    rows = [
+        {"module": str(path), "variant": info.get("variant"), "usable": why is None, "why": why}
+        for path, info, why in found
+    ]
+    if as_json:
+        click.echo(json.dumps({"dirs": [str(d) for d in dirs], "modules": rows}, indent=2))
+    else:
+        if not rows:
+            click.echo(f"no compiled kernels in {', '.join(str(d) for d in dirs)}; run `edge-gru build-kernels`")
+        for row in rows:
+            click.echo(
+                f"{'ok ' if row['usable'] else 'no '} {row['module']}" + (f"  ({row['why']})" if row["why"] else "")
+            )
+    if not any(r["usable"] for r in rows):
+        sys.exit(1)

@@ -1,0 +1,26 @@
+"""Sizes and constants shared by the numba kernels, their ahead-of-time build and the backend.
+
+Numba-free, so the backend can size its buffers for an ahead-of-time compiled kernel
+without importing numba.
+"""
+
+from __future__ import annotations
+
+STATE_PER_UNIT = 7  # single-stream state vector: h (U) | gx (3U) | gh (3U)
+TILE = 64  # streams per tile of the batched kernels (benchmarks/kernels.py --tiles compares sizes)
+MIN_TILE_STREAMS = 4  # tiles with fewer streams run stream by stream: loops over 1-3 columns cost more
+
+
+def packed_size(units: int, features: int) -> int:
+    """Length of ``GRUWeights.packed()``: kernel | recurrent | b_in | b_rec | dense | dense_bias."""
+    g = 3 * units
+    return features * g + units * g + 2 * g + units + 1
+
+
+def tile_scratch_size(units: int, features: int, tile: int = TILE) -> int:
+    """Float32 scratch for the batched kernels to work on tiles of ``tile`` streams as columns.
+
+    x (I, T) | h (U, T) | new h (U, T) | r*h (U, T) | six gate accumulators (6, T). It is
+    also at least the 7U a single stream needs.
+    """
+    return max((features + 3 * units + 6) * tile, STATE_PER_UNIT * units)

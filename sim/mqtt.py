@@ -540,6 +540,10 @@ class MqttTransport:
             for reason, n in (part.get("dropped") or {}).items():
                 dropped[reason] = dropped.get(reason, 0) + int(n) - int((base.get("dropped") or {}).get(reason, 0))
         dropped = {k: v for k, v in dropped.items() if v}
+        counted = bool(final.get("complete")) and (self.spawn or bool(baseline))
+        if not counted:
+            # Without the daemon's stats before and after the run its counters cannot be attributed to it.
+            received, published, dropped = len(schedule), int(keep.sum()), {}
         quant: dict[str, float | None] = (
             {
                 "p50_ms": float(np.percentile(lat, 50) * 1e3),
@@ -560,13 +564,13 @@ class MqttTransport:
             received=received,
             published=published,
             dropped=dropped,
-            gap_resets=gap_resets if final else None,
+            gap_resets=gap_resets if counted else None,
             latency_ms=quant,
             latency_kind="reading published -> forecast received, end to end through the broker",
             wall_s=wall,
             extra={
                 "daemon": daemon_id,
-                "stats_complete": bool(final.get("complete")),
+                "stats_complete": counted,
                 "redelivered_forecasts": redelivered,
             },
         )

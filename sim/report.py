@@ -114,6 +114,9 @@ class Report:
                 "counter": "gap resets",
             },
         }
+        if not self.outcome.extra.get("stats_complete", True):
+            for c in checks.values():
+                c["observed"] = None  # the daemon's counters were not available for this run
         for name in ("dropout", "spike", "stuck"):
             checks[name] = {"injected": inj.get(name, 0), "observed": None, "counter": "not counted by the daemon"}
         return checks
@@ -212,6 +215,11 @@ class Report:
         lines.append("the 'all' row pools errors in units of each stream's standard deviation")
         lines.append("")
         drops = ", ".join(f"{k} {v:,}" for k, v in sorted(o.dropped.items())) or "none"
+        if not o.extra.get("stats_complete", True):
+            drops = (
+                "unknown (the daemon's stats topic did not report before and after the run: "
+                "set [stats] interval_s = 1 in its config)"
+            )
         lines.append(f"readings   {o.received:,} received, {o.published:,} forecasts published; dropped: {drops}")
         if o.gap_resets is not None:
             lines.append(f"gap resets {o.gap_resets:,}")

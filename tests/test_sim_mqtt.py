@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -111,3 +112,45 @@ def test_no_daemon_online_is_a_clear_error(broker: Broker) -> None:
 
     with pytest.raises(SimulationError, match="no edge-gru daemon reports online"):
         transport.run(build_run(SimConfig(streams=1, duration_s=3600)), SimClock())
+
+
+def test_a_daemon_without_timely_stats_gets_forecasts_scored_and_no_invented_counters(
+    broker: Broker, topic_prefix: str, tmp_path: Path
+) -> None:
+    """A daemon whose stats topic is slow (the default is once a minute): drops are reported unknown, not guessed."""
+    inputs, output = f"{topic_prefix}/in/{{stream}}", f"{topic_prefix}/out/{{stream}}"
+    daemon = DaemonProcess(
+        tmp_path,
+        host=broker.host,
+        port=broker.port,
+        model=str(DEFAULT_MODEL),
+        backend="numpy",
+        inputs=inputs,
+        output=output,
+    )
+    daemon.config.write_text(daemon.config.read_text().replace("interval_s = 0.5", "interval_s = 600"))
+    daemon.start()
+    try:
+        cfg = SimConfig(
+            streams=2,
+            duration_s=6 * 3600,
+            faults=parse_faults("nan=0.02"),
+            backend="numpy",
+            broker=broker.url,
+            daemon_id=daemon.client_id,
+            input_template=inputs,
+            output_template=output,
+        )
+        result = simulate(cfg)
+    finally:
+        daemon.stop()
+    report = result.report
+    assert report.outcome.extra["stats_complete"] is False
+    assert report.outcome.dropped == {} and report.outcome.gap_resets is None
+    assert report.fault_checks()["nan"]["observed"] is None
+    assert "drops: unknown" in report.table() or "dropped: unknown" in report.table()
+    local = _in_process(dataclasses.replace(cfg, broker=None, daemon_id=None))
+    assert _forecasts(result).keys() == _forecasts(local).keys()
+    assert report.to_json()["total"]["mae_ratio"] == pytest.approx(
+        local.report.to_json()["total"]["mae_ratio"], rel=1e-6
+    )

@@ -37,7 +37,7 @@ CASES = [
     ("c3", 2, 50, False),
     ("c4", 1, 50, True),
 ]
-STREAMS, STEPS = 4, 25
+STREAMS, STEPS = 70, 25  # 70: one full tile of 64 streams and a partial one
 BACKENDS = ("numpy", "numba", "tflite", "tflite-int8")
 
 

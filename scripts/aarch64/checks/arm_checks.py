@@ -89,39 +89,51 @@ def _numpy_sequence(weights: Any, x: np.ndarray) -> np.ndarray:
     return y
 
 
-def _numba_batch_sequence(kernels: Any, weights: Any, x: np.ndarray) -> np.ndarray:
+def _bundle(weights: Any, directory: str) -> Any:
+    """A bundle around ``weights``, so the kernels run through the numba backend as the product runs them."""
+    from edge_gru.bundle import Manifest, Normalization, write_bundle
+
+    i = weights.input_features
+    names = tuple(f"f{k}" for k in range(i))
+    manifest = Manifest(
+        units=weights.units,
+        input_features=i,
+        window=1,
+        reset_after=weights.reset_after,
+        mode="stateful",
+        features=names,
+        target=names[0],
+        normalization=Normalization(
+            kind="fixed", input_mean=(0.0,) * i, input_std=(1.0,) * i, target_mean=0.0, target_std=1.0
+        ),
+        name="arm-check",
+    )
+    return write_bundle(directory, manifest, weights)
+
+
+def _numba_batch_sequence(backend: Any, x: np.ndarray, streams: int) -> np.ndarray:
+    """Steps for the first ``streams`` streams, batched, each in a scattered row of a larger state."""
+    x = x[:streams]
     s, t, _ = x.shape
-    u = weights.units
-    p = weights.packed()
-    h = np.zeros((s + 3, u), np.float32)  # extra rows: only the listed rows may change
-    rows = np.arange(s, dtype=np.int64)[::-1].copy() + 3  # streams live in non-trivial rows
-    scratch = np.zeros(6 * u, np.float32)
-    out = np.zeros(s, np.float32)
+    rng = np.random.default_rng(streams)
+    h = np.zeros((s + 7, backend.units), np.float32)
+    rows = rng.permutation(s + 7)[:s].astype(np.int64)  # streams live in shuffled rows; 7 rows untouched
+    untouched = np.setdiff1d(np.arange(s + 7), rows)
     y = np.empty((s, t), np.float32)
     for k in range(t):
-        kernels.gru_step_batch(p, np.ascontiguousarray(x[:, k, :]), h, rows, scratch, out, weights.reset_after)
-        y[:, k] = out
-    if np.any(h[:3] != 0):
-        raise AssertionError("gru_step_batch wrote to rows it was not given")
+        y[:, k] = backend.step(np.ascontiguousarray(x[:, k, :]), h, rows)
+    if np.any(h[untouched] != 0):
+        raise AssertionError("the batched step wrote to state rows it was not given")
     return y
 
 
-def _numba_single_sequence(kernels: Any, weights: Any, x: np.ndarray) -> np.ndarray:
-    s, t, _ = x.shape
-    u = weights.units
-    p = weights.packed()
+def _numba_single_sequence(backend: Any, x: np.ndarray, streams: int) -> np.ndarray:
+    s, t, _ = x[:streams].shape
     y = np.empty((s, t), np.float32)
     for i in range(s):
-        state = np.zeros(kernels.STATE_PER_UNIT * u, np.float32)
+        kernel, packed, state, reset_after = backend.single_stream()
         for k in range(t):
-            y[i, k] = kernels.gru_step(p, np.ascontiguousarray(x[i, k]), state, weights.reset_after)
-    return y
-
-
-def _numba_windows(kernels: Any, weights: Any, x: np.ndarray) -> np.ndarray:
-    y = np.zeros(x.shape[0], np.float32)
-    scratch = np.zeros(kernels.STATE_PER_UNIT * weights.units, np.float32)
-    kernels.gru_windows(weights.packed(), np.ascontiguousarray(x), scratch, y, weights.reset_after)
+            y[i, k] = kernel(packed, np.ascontiguousarray(x[i, k]), state, reset_after)
     return y
 
 
@@ -132,29 +144,38 @@ def _close(report: Report, name: str, got: np.ndarray, want: np.ndarray, tol: fl
 
 
 def cmd_kernels(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from edge_gru.backends import create_backend
+
     ref = load_reference(args.reference)
     report = Report()
-    t0 = time.perf_counter()
-    from edge_gru import kernels
-
-    t_import = time.perf_counter() - t0
+    compile_s = 0.0
+    tmp = tempfile.mkdtemp(prefix="arm-check-")
     for case in meta(ref)["cases"]:
         name, x = case["name"], ref[f"{case['name']}.x"]
         weights = _weights(ref, name)
         keras_y, x86_y = ref[f"{name}.keras_y"], ref[f"{name}.numpy_y"]
-        label = f"{name} (I={weights.input_features}, U={weights.units}, reset_after={weights.reset_after})"
-        print(label, flush=True)
+        n = x.shape[0]
+        print(f"{name} (I={weights.input_features}, U={weights.units}, reset_after={weights.reset_after})", flush=True)
         y_np = _numpy_sequence(weights, x)
-        _close(report, "numpy reference vs Keras", y_np, keras_y)
-        _close(report, "numpy reference vs x86-64 numpy", y_np, x86_y)
-        y_batch = _numba_batch_sequence(kernels, weights, x)
-        _close(report, "numba gru_step_batch vs Keras", y_batch, keras_y)
-        _close(report, "numba gru_step_batch vs x86-64 numpy", y_batch, x86_y)
-        y_single = _numba_single_sequence(kernels, weights, x)
-        _close(report, "numba gru_step vs Keras", y_single, keras_y)
-        y_win = _numba_windows(kernels, weights, x)
-        _close(report, "numba gru_windows vs Keras last step", y_win, keras_y[:, -1])
-    print(f"(import of the numba kernels, compile or cache load included: {t_import:.1f} s)")
+        _close(report, f"numpy reference, {n} streams vs Keras", y_np, keras_y)
+        _close(report, f"numpy reference, {n} streams vs x86-64 numpy", y_np, x86_y)
+        t0 = time.perf_counter()
+        backend = create_backend("numba", _bundle(weights, f"{tmp}/{name}"))
+        few = min(3, n)
+        y_few = _numba_batch_sequence(backend, x, few)  # the first call compiles (or loads) the kernels
+        compile_s += time.perf_counter() - t0
+        kind = getattr(backend, "kernel_kind", "jit")
+        _close(report, f"numba ({kind}) batched step, {few} streams vs Keras", y_few, keras_y[:few])
+        y_batch = _numba_batch_sequence(backend, x, n)
+        _close(report, f"numba ({kind}) batched step, {n} streams vs Keras", y_batch, keras_y)
+        _close(report, f"numba ({kind}) batched step, {n} streams vs x86-64 numpy", y_batch, x86_y)
+        y_single = _numba_single_sequence(backend, x, few)
+        _close(report, f"numba ({kind}) single-stream step vs Keras", y_single, keras_y[:few])
+        y_win = backend.run_windows(np.ascontiguousarray(x))
+        _close(report, f"numba ({kind}) windows, {n} windows vs Keras last step", y_win, keras_y[:, -1])
+    print(f"(numba import and first calls, compile or cache load included: {compile_s:.1f} s)")
     return report.finish("kernel parity")
 
 
@@ -254,6 +275,15 @@ def cmd_timing(args: argparse.Namespace) -> int:
             backend.step(x, h, rows)
         dt = time.perf_counter() - t0
         result[f"us_per_stream_step_S{streams}"] = round(1e6 * dt / (n * streams), 3)
+    if hasattr(backend, "single_stream"):
+        kernel, packed, state, reset_after = backend.single_stream()
+        x1 = np.ascontiguousarray(x[0])
+        kernel(packed, x1, state, reset_after)
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            kernel(packed, x1, state, reset_after)
+        result["us_per_step_single_stream_kernel"] = round(1e6 * (time.perf_counter() - t0) / args.steps, 3)
+        result["kernels"] = getattr(backend, "kernel_kind", "jit")
     print(json.dumps(result))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result))

@@ -1,0 +1,221 @@
+"""The MQTT daemon end to end on emulated aarch64, driven from the x86-64 host.
+
+A mosquitto on the host's loopback; ``edge-gru serve`` with the config that
+``deploy/install.sh`` wrote, run inside the arm64 root (qemu-user through binfmt; the
+root shares the host's network, so 127.0.0.1 is the host's broker); the stored readings
+published from the host as a sensor would; every forecast collected and compared with the
+x86-64 stream-pool forecasts for the same readings, to 1e-5 of each stream's scale. Then
+SIGTERM: the daemon must exit 0, publish ``offline`` and leave a checkpoint that the
+x86-64 pool can load and continue from.
+
+Run by ``scripts/test-aarch64`` (stage ``daemon``); exits 1 when any check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts" / "aarch64" / "checks"))
+
+from arm_checks import TOL, Report, load_reference, meta, stream_scale  # noqa: E402
+
+from tests.brokers import Broker  # noqa: E402
+from tests.daemonproc import Publisher, Watcher  # noqa: E402
+
+CONFIG = "/etc/edge-gru/edge-gru.toml"  # written by deploy/install.sh inside the root
+
+
+def daemon_command(root: str, venv: str, overrides: dict[str, str]) -> list[str]:
+    env = {
+        "HOME": "/root",
+        "LANG": "C.UTF-8",
+        "QEMU_CPU": os.environ.get("QEMU_CPU", "cortex-a72"),
+        "PATH": f"{venv}/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        # as the systemd unit sets them
+        "NUMBA_CACHE_DIR": "/var/cache/edge-gru",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        **overrides,
+    }
+    assignments = [f"{k}={v}" for k, v in env.items()]
+    return ["chroot", root, "/usr/bin/env", "-i", *assignments, f"{venv}/bin/edge-gru", "serve", "--config", CONFIG]
+
+
+def wait_until(pred: Any, timeout: float, what: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"the emulated daemon exited ({proc.returncode}) while waiting for {what}:\n{tail(log)}")
+        time.sleep(0.1)
+    raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}:\n{tail(log)}")
+
+
+def tail(log: Path, n: int = 30) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-n:]) if log.exists() else "(no log)"
+
+
+def payload(value: float, ts: float) -> bytes:
+    if not math.isfinite(value):
+        return b'{"value": NaN, "ts": %r}' % ts  # what a broken sensor sends; must be dropped
+    return json.dumps({"value": value, "ts": ts}).encode()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", required=True)
+    ap.add_argument("--venv", default="/opt/edge-gru/venv")
+    ap.add_argument("--reference", required=True, help="x86-64 forecasts (make_reference.py output)")
+    ap.add_argument("--bundle", default=str(REPO / "models" / "default"), help="host copy of the served bundle")
+    ap.add_argument("--backend", default="numba", help="x86-64 backend to compare with")
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--ready-timeout", type=float, default=600.0)
+    args = ap.parse_args()
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    ref = load_reference(args.reference)
+    ids = [str(s) for s in ref["readings.ids"]]
+    values, ts = ref["readings.values"], ref["readings.ts"]
+    want, status = ref[f"forecast.{args.backend}"], ref[f"status.{args.backend}"]
+    bundle_id = meta(ref)["bundle_id"]
+    scale = stream_scale(values)
+    report = Report()
+
+    broker = Broker(work / "broker").start()
+    client_id = f"pi-{uuid.uuid4().hex[:6]}"
+    status_topic = f"edge-gru/{client_id}/status"
+    watcher = Watcher(broker.host, broker.port, ["predictions/+", status_topic, f"edge-gru/{client_id}/stats"])
+    log = work / "daemon.log"
+    state_dir = Path(args.root) / "var/lib/edge-gru"
+    checkpoint = state_dir / f"{client_id}.checkpoint.npz"
+    overrides = {
+        "EDGE_GRU_MQTT_PORT": str(broker.port),
+        "EDGE_GRU_MQTT_HOST": "127.0.0.1",
+        "EDGE_GRU_MQTT_CLIENT_ID": client_id,
+        "EDGE_GRU_STATS_INTERVAL_S": "1",
+    }
+    proc: subprocess.Popen[bytes] | None = None
+    publisher: Publisher | None = None
+    try:
+        with open(log, "wb") as logf:
+            t0 = time.monotonic()
+            proc = subprocess.Popen(daemon_command(args.root, args.venv, overrides), stdout=logf, stderr=logf)
+        wait_until(lambda: b"online" in watcher.on(status_topic), args.ready_timeout, "status online", proc, log)
+        print(f"  emulated daemon online after {time.monotonic() - t0:.1f} s (client id {client_id})", flush=True)
+
+        publisher = Publisher(broker.host, broker.port)
+        messages = [
+            (f"sensors/{sid}/value", payload(float(values[k, s]), float(ts[k, s])))
+            for k in range(values.shape[0])
+            for s, sid in enumerate(ids)
+        ]
+        t1 = time.monotonic()
+        publisher.publish_all(messages, timeout=120)
+        expected = {(ids[s], float(ts[k, s])): float(want[k, s]) for k, s in zip(*np.nonzero(status == 0), strict=True)}
+        wait_until(
+            lambda: len(watcher.on("predictions/+")) >= len(expected),
+            300,
+            f"{len(expected)} forecasts",
+            proc,
+            log,
+        )
+        took = time.monotonic() - t1
+        time.sleep(1.5)  # anything extra would show up now
+        docs = [json.loads(p) for p in watcher.on("predictions/+")]
+        print(f"  {len(messages)} readings in, {len(docs)} forecasts out in {took:.1f} s", flush=True)
+
+        got = {(d["stream"], float(d["ts"])): float(d["value"]) for d in docs}
+        report.check(
+            "one forecast per accepted reading, none for the rest",
+            len(docs) == len(expected) and set(got) == set(expected),
+            f"{len(docs)} published, {len(expected)} expected, {len(set(got) ^ set(expected))} differ",
+        )
+        common = sorted(set(got) & set(expected))
+        if common:
+            col = {sid: i for i, sid in enumerate(ids)}
+            rel = [abs(got[k] - expected[k]) / scale[col[k[0]]] for k in common]
+            worst = max(rel)
+            report.check(
+                f"forecasts equal x86-64 {args.backend} pool forecasts",
+                worst <= TOL,
+                f"{len(common)} forecasts, max |diff|/scale {worst:.2e} (tolerance {TOL:.0e})",
+            )
+        report.check(
+            "payloads name the bundle",
+            all(d.get("model") == bundle_id for d in docs),
+            f"model {bundle_id}, backend {sorted({str(d.get('backend')) for d in docs})}",
+        )
+        stats_raw = watcher.on(f"edge-gru/{client_id}/stats")
+        if stats_raw:
+            stats = json.loads(stats_raw[-1])
+            print(f"  last stats: {json.dumps({k: stats.get(k) for k in ('received', 'published', 'dropped')})}")
+
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(120)
+        report.check("SIGTERM: exit status 0", rc == 0, f"exit {rc}")
+        time.sleep(0.5)
+        report.check("SIGTERM: status offline", watcher.on(status_topic)[-1:] == [b"offline"], "retained status")
+        report.check("SIGTERM: checkpoint written", checkpoint.exists(), str(checkpoint))
+        if checkpoint.exists():
+            continue_on_x86(report, args.bundle, args.backend, checkpoint, ids, values, ts, scale)
+    except Exception as exc:
+        report.check("daemon run", False, f"{type(exc).__name__}: {exc}")
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+        if publisher is not None:
+            publisher.close()
+        watcher.close()
+        broker.stop()
+        if checkpoint.exists():
+            checkpoint.unlink()
+    print("  daemon log (last lines):")
+    print("    " + tail(log, 8).replace("\n", "\n    "))
+    return report.finish("emulated daemon")
+
+
+def continue_on_x86(
+    report: Report,
+    bundle: str,
+    backend: str,
+    checkpoint: Path,
+    ids: list[str],
+    values: np.ndarray,
+    ts: np.ndarray,
+    scale: np.ndarray,
+) -> None:
+    """A checkpoint written on aarch64 loads on x86-64 and continues as if nothing had moved."""
+    import edge_gru
+
+    model = edge_gru.load(bundle, backend=backend)
+    moved, stayed = model.pool(len(ids) + 8), model.pool(len(ids) + 8)
+    moved.load(checkpoint)
+    for k in range(values.shape[0]):
+        stayed.update(ids, values[k], ts[k])
+    step = ts[-1] - ts[-2]
+    nxt = values[-1] + 0.01 * scale
+    a = moved.update(ids, nxt, ts[-1] + step)
+    b = stayed.update(ids, nxt, ts[-1] + step)
+    err = float(np.max(np.abs(a - b) / scale))
+    report.check("aarch64 checkpoint continues on x86-64", bool(np.all(np.isfinite(a))) and err <= TOL, f"{err:.2e}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -320,3 +320,11 @@ def test_replay_matches_edge_gru_evaluate(tmp_path: Path) -> None:
     assert got["n"] == want["n"] > 2000
     for key in ("mae", "rmse", "persistence_mae", "persistence_rmse"):
         assert got[key] == pytest.approx(want[key], rel=1e-9), key
+
+
+def test_speed_paces_the_run_against_the_wall_clock(model: edge_gru.Model) -> None:
+    """Ten one-minute readings at 600x: the last is sent 0.9 s after the first, not at once."""
+    paced = simulate(SimConfig(streams=2, duration_s=600, period_s=60, speed=600.0), model=model)
+    assert paced.report.outcome.wall_s >= 0.85
+    fast = simulate(SimConfig(streams=2, duration_s=600, period_s=60), model=model)
+    assert _numbers(paced.report.to_json()) | {"clock": None} == _numbers(fast.report.to_json()) | {"clock": None}

@@ -328,3 +328,27 @@ def test_speed_paces_the_run_against_the_wall_clock(model: edge_gru.Model) -> No
     assert paced.report.outcome.wall_s >= 0.85
     fast = simulate(SimConfig(streams=2, duration_s=600, period_s=60), model=model)
     assert _numbers(paced.report.to_json()) | {"clock": None} == _numbers(fast.report.to_json()) | {"clock": None}
+
+
+def test_default_command_path_with_the_default_backend(tmp_path: Path) -> None:
+    """What the README's first command runs (backend auto: numba when installed), shortened to six hours."""
+    res = CliRunner().invoke(main, ["simulate", "--duration", "6h", "--json", "-q"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    assert doc["stream_count"] == 12 and {p["profile"] for p in doc["profiles"]} == set(STANDARD_PROFILES)
+    assert doc["readings"] == doc["received"] == 12 * 72
+    assert doc["published"] + doc["dropped"]["warmup"] == doc["received"]
+    assert doc["backend"] in ("numba", "numpy")
+    reference = edge_gru.load(DEFAULT_MODEL, backend="numpy")
+    local = simulate(SimConfig(duration_s=6 * 3600), model=reference).report.to_json()
+    for a, b in zip(doc["streams"], local["streams"], strict=True):
+        assert a["n"] == b["n"] and a["mae"] == pytest.approx(b["mae"], rel=1e-5)  # numba == numpy reference
+
+
+def test_replay_options_must_pair_up() -> None:
+    res = CliRunner().invoke(
+        main, ["simulate", "--replay", "a.csv", "--replay", "b.csv", "--column", "x", "--column", "y", "--column", "z"]
+    )
+    assert res.exit_code != 0 and "2 --replay files need one --column or 2 of them" in res.output
+    res = CliRunner().invoke(main, ["simulate", "--column", "x"])
+    assert res.exit_code != 0 and "--replay FILE and --column NAME go together" in res.output

@@ -35,6 +35,7 @@ class Checkpointer:
         A checkpoint of another bundle (or an unreadable one) is renamed to ``*.discarded``
         with a warning, so the next save does not silently overwrite the evidence.
         """
+        self._remove_stale_temporaries()
         if not self.path.exists():
             event(log, logging.INFO, "checkpoint_none", path=str(self.path))
             return False
@@ -60,6 +61,19 @@ class Checkpointer:
             return False
         event(log, logging.INFO, "checkpoint_restored", path=str(self.path), streams=len(pool), bundle=pool.model.id)
         return True
+
+    def _remove_stale_temporaries(self) -> None:
+        """Delete temporary files of saves a crash interrupted (``.<name>.*.tmp``, see atomic_write)."""
+        try:
+            stale = list(self.path.parent.glob(f".{self.path.name}.*.tmp"))
+        except OSError:
+            return
+        for tmp in stale:
+            try:
+                tmp.unlink()
+            except OSError:
+                continue
+            event(log, logging.INFO, "checkpoint_stale_temporary_removed", path=str(tmp))
 
     def save(self, pool: StreamPool) -> bool:
         """Write the pool's state; on failure log (once per failure streak) and return False."""

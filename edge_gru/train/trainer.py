@@ -1,0 +1,653 @@
+"""Train a GRU forecaster on series and write a complete bundle.
+
+``window`` mode fits the product card's ``GRU(U) + Dense(1)`` on windows of W samples.
+``stateful`` mode trains with truncated back-propagation through time: each batch lane
+carries its hidden state from one chunk of ``bptt`` steps to the next along a run of
+consecutive samples, and starts from a zero state where a segment starts (after a gap),
+which is exactly how the pool serves a stream. Either way the split is chronological,
+early stopping watches the validation loss, and the final test metrics come from running
+the written bundle through the pool (``edge_gru.evaluation``), the way the daemon serves.
+
+Same seed, same data, same result: the seed fixes every random choice (weights, shuffles,
+dropout, chunk cuts) and TensorFlow op determinism is enabled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_gru.bundle import STEP_F32, STEP_INT8, Bundle, GRUWeights, Manifest, Normalization, write_bundle
+from edge_gru.errors import ConfigError, DataError
+from edge_gru.evaluation import Scores, StreamRun, run_streams, score
+from edge_gru.model import Model
+from edge_gru.pool import Status
+from edge_gru.series import Series
+from edge_gru.train import datasets, networks, tflite_export
+from edge_gru.train.datasets import Prepared
+
+METRICS = "metrics.json"
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Everything that shapes a trained model; validated on construction."""
+
+    units: int = 50
+    window: int = 10
+    mode: str = "window"
+    epochs: int = 100
+    batch_size: int = 64
+    dropout: float = 0.0
+    patience: int = 10
+    seed: int = 0
+    learning_rate: float = 1e-3
+    lstm: bool = False
+    season: int | None = None
+    normalization: str = "fixed"
+    halflife: float = 96.0
+    clip: float = 8.0
+    warmup: int | None = None
+    bptt: int = 64
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    int8: bool = True
+    name: str = "model"
+    sample_period_s: float | None = None
+    balance: bool = True
+    calibration_samples: int = 1000
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.units >= 1, "units must be >= 1"),
+            (self.window >= 1, "window must be >= 1"),
+            (self.mode in ("window", "stateful"), f"mode must be 'window' or 'stateful', not {self.mode!r}"),
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
+            (self.patience >= 0, "patience must be >= 0"),
+            (self.learning_rate > 0, "learning_rate must be > 0"),
+            (self.season is None or self.season >= 1, "season must be >= 1"),
+            (self.normalization in ("fixed", "causal"), "normalization must be 'fixed' or 'causal'"),
+            (self.halflife >= 1.0, "halflife must be >= 1 sample"),
+            (self.clip >= 0.0, "clip must be >= 0"),
+            (self.bptt >= 2, "bptt must be >= 2"),
+            (
+                0.0 < self.val_fraction < 0.5 and 0.0 < self.test_fraction < 0.5,
+                "val/test fractions must be in (0, 0.5)",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"training configuration: {message}")
+
+    @property
+    def served_warmup(self) -> int:
+        if self.warmup is not None:
+            return self.warmup
+        if self.mode == "window":
+            return self.window
+        return 10 if self.normalization == "causal" else 1
+
+
+@dataclass
+class TrainResult:
+    bundle: Bundle
+    metrics: dict[str, Any]
+    table: str
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+# -- the public entry point ---------------------------------------------------------------------------
+
+
+def train(
+    series: Series | Sequence[Series],
+    out: str | Path,
+    config: TrainConfig | None = None,
+    *,
+    echo: Echo | None = None,
+    names: Sequence[str] | None = None,
+) -> TrainResult:
+    """Train on one or more series (same features), write the bundle to ``out``, return it with metrics."""
+    import keras
+    import tensorflow as tf
+
+    cfg = config or TrainConfig()
+    say = echo or (lambda _msg: None)
+    items = [series] if isinstance(series, Series) else list(series)
+    if not items:
+        raise DataError("no series to train on")
+    names = list(names) if names else [Path(s.source).stem or f"series{i}" for i, s in enumerate(items)]
+    features = items[0].features
+    for s in items[1:]:
+        if s.features != features:
+            raise DataError(f"{s.source}: features {list(s.features)} differ from {list(features)}")
+    min_run = cfg.window + 1 if cfg.mode == "window" else 2
+    for s in items:
+        s.require(min_run, f"a window of {cfg.window} plus the next sample" if cfg.mode == "window" else "training")
+    min_rows = max(4 * min_run, 20)
+    splits = [datasets.chronological_split(s, cfg.val_fraction, cfg.test_fraction, min_rows=min_rows) for s in items]
+
+    if cfg.normalization == "causal":
+        normalization = Normalization(kind="causal", halflife=cfg.halflife, clip=cfg.clip)
+    else:
+        normalization = datasets.fit_fixed(list(zip(items, splits, strict=True)), cfg.clip)
+    prepared = [datasets.prepare(s, sp, normalization) for s, sp in zip(items, splits, strict=True)]
+    if cfg.balance and len(prepared) > 1:
+        prepared = datasets.with_balanced_weights(prepared, settle=int(2 * cfg.halflife))
+
+    keras.utils.set_random_seed(cfg.seed)
+    tf.config.experimental.enable_op_determinism()
+    started = time.monotonic()
+    say(
+        f"training GRU({cfg.units}) {cfg.mode} on {len(items)} series, {sum(sp.train for sp in splits):,} training rows"
+    )
+    if cfg.mode == "window":
+        network, history = _fit_windows(prepared, cfg, "gru", say)
+    else:
+        network, history = _fit_stateful(prepared, cfg, "gru", say)
+    weights = networks.weights_of(network)
+    seconds = time.monotonic() - started
+
+    lstm_forecasts = None
+    if cfg.lstm:
+        say("training the LSTM baseline")
+        keras.utils.set_random_seed(cfg.seed)
+        fit = _fit_windows if cfg.mode == "window" else _fit_stateful
+        lstm, _ = fit(prepared, cfg, "lstm", say)
+        lstm_forecasts = [_network_forecasts(lstm, p, cfg, "lstm") for p in prepared]
+
+    period = cfg.sample_period_s
+    if period is None and len(items) == 1 and cfg.normalization == "fixed":
+        period = items[0].period
+    manifest = Manifest(
+        units=cfg.units,
+        input_features=len(features),
+        window=cfg.window,
+        reset_after=True,
+        mode=cfg.mode,
+        features=features,
+        target=features[0],
+        normalization=normalization,
+        sample_period_s=period,
+        warmup=cfg.served_warmup,
+        name=cfg.name,
+        training={},
+    )
+    extra: dict[str, bytes] = {STEP_F32: tflite_export.convert_float(weights)}
+    calibration: list[tuple[np.ndarray, np.ndarray]] = []
+    if cfg.int8:
+        calibration = _calibration(weights, prepared, cfg)
+        extra[STEP_INT8] = tflite_export.convert_int8(weights, calibration, int8_io=False)
+    bundle = write_bundle(out, manifest, weights, extra)
+
+    streams = {name: s for name, s in zip(names, items, strict=True)}
+    runs = {"gru": _runs(bundle, "numba", streams), "tflite": _runs(bundle, "tflite", streams)}
+    int8_report: dict[str, Any] = {}
+    if cfg.int8:
+        runs["tflite-int8"] = _runs(bundle, "tflite-int8", streams)
+        float_io_blob = extra[STEP_INT8]
+        int8_io_blob = tflite_export.convert_int8(weights, calibration, int8_io=True)
+        bundle = write_bundle(out, manifest, weights, {**extra, STEP_INT8: int8_io_blob})
+        int8_io_runs = _runs(bundle, "tflite-int8", streams)
+        rmse_f = _pooled_rmse(streams, runs["tflite-int8"], prepared)
+        rmse_i = _pooled_rmse(streams, int8_io_runs, prepared)
+        # int8 inputs/outputs quantize the carried state every step; keep them only when that costs < 2 %.
+        use_int8_io = rmse_i <= 1.02 * rmse_f
+        if use_int8_io:
+            runs["tflite-int8"] = int8_io_runs
+            extra[STEP_INT8] = int8_io_blob
+        else:
+            extra[STEP_INT8] = float_io_blob
+        int8_report = {
+            "int8_io": use_int8_io,
+            "test_rmse_int8_float_io": rmse_f,
+            "test_rmse_int8_int8_io": rmse_i,
+            "calibration_samples": len(calibration),
+            "calibration": "closed-loop hidden states of the float model over training segments",
+        }
+
+    metrics = _metrics(streams, runs, prepared, cfg, lstm_forecasts)
+    metrics["training"] = {
+        "seconds": round(seconds, 1),
+        "epochs_run": len(history),
+        "best_epoch": int(np.argmin([h["val_loss"] for h in history])) + 1 if history else 0,
+        "best_val_loss": min((h["val_loss"] for h in history), default=float("nan")),
+        "config": asdict(cfg),
+    }
+    sizes = {"step_f32_bytes": len(extra[STEP_F32])}
+    if cfg.int8:
+        sizes["step_int8_bytes"] = len(extra[STEP_INT8])
+        test = metrics["test"]
+        rmse_float = test["tflite"]["rmse"]
+        rmse_int8 = test["tflite-int8"]["rmse"]
+        int8_report.update(
+            {
+                "test_rmse_float": rmse_float,
+                "test_rmse_int8": rmse_int8,
+                "rmse_ratio": rmse_int8 / rmse_float if rmse_float > 0 else float("nan"),
+                "max_abs_forecast_diff": _max_diff(runs["tflite"], runs["tflite-int8"]),
+            }
+        )
+    metrics["tflite"] = {**sizes, **int8_report}
+    training_summary = {
+        "source": "edge-gru train",
+        "data": [s.source for s in items],
+        "mode": cfg.mode,
+        "seed": cfg.seed,
+        "epochs_run": len(history),
+        "seconds": round(seconds, 1),
+        "test_mae": metrics["test"]["gru"]["mae"],
+        "test_rmse": metrics["test"]["gru"]["rmse"],
+        "test_persistence_mae": metrics["test"]["persistence"]["mae"],
+        "test_persistence_rmse": metrics["test"]["persistence"]["rmse"],
+        **{f"tflite_{k}": v for k, v in metrics["tflite"].items() if isinstance(v, int | float | bool)},
+    }
+    manifest = replace(manifest, training=training_summary)
+    extra[METRICS] = (json.dumps(_jsonable(metrics), indent=2) + "\n").encode()
+    bundle = write_bundle(out, manifest, weights, extra)
+    table = format_table(metrics)
+    say(table)
+    return TrainResult(bundle, metrics, table, history)
+
+
+# -- fitting ------------------------------------------------------------------------------------------
+
+
+def _progress(say: Echo, epoch: int, epochs: int, loss: float, val: float, best: bool, seconds: float) -> None:
+    width = 20
+    done = int(width * epoch / epochs)
+    bar = "#" * done + "." * (width - done)
+    mark = " *" if best else ""
+    say(f"epoch {epoch:>4}/{epochs} [{bar}] loss {loss:.5f}  val {val:.5f}{mark}  {seconds:.1f}s")
+
+
+def _fit_windows(items: Sequence[Prepared], cfg: TrainConfig, cell: str, say: Echo) -> tuple[Any, list[dict]]:
+    import keras
+
+    x, y, w = datasets.windows(items, "train", cfg.window)
+    xv, yv, wv = datasets.windows(items, "val", cfg.window)
+    if x.shape[0] == 0 or xv.shape[0] == 0:
+        raise DataError("not enough complete windows in the training or validation part; use a shorter window")
+    network = networks.window_network(
+        units=cfg.units, window=cfg.window, features=x.shape[2], dropout=cfg.dropout, cell=cell
+    )
+    network.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate, clipnorm=1.0), loss="mse")
+    history: list[dict[str, float]] = []
+    best = (math.inf, network.get_weights())
+    rng = np.random.default_rng(cfg.seed)
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.monotonic()
+        order = rng.permutation(x.shape[0])
+        fit = network.fit(
+            x[order], y[order], sample_weight=w[order], batch_size=cfg.batch_size, epochs=1, shuffle=False, verbose=0
+        )
+        pred = network.predict(xv, batch_size=4096, verbose=0)[:, 0]
+        val = float(np.sum(wv * (pred - yv) ** 2) / np.sum(wv))
+        loss = float(fit.history["loss"][-1])
+        improved = val < best[0]
+        if improved:
+            best = (val, network.get_weights())
+        history.append({"loss": loss, "val_loss": val})
+        _progress(say, epoch, cfg.epochs, loss, val, improved, time.monotonic() - t0)
+        if _stop(history, cfg.patience):
+            break
+    network.set_weights(best[1])
+    return network, history
+
+
+def _stop(history: list[dict[str, float]], patience: int) -> bool:
+    vals = [h["val_loss"] for h in history]
+    return patience > 0 and len(vals) - 1 - int(np.argmin(vals)) >= patience
+
+
+def _fit_stateful(items: Sequence[Prepared], cfg: TrainConfig, cell: str, say: Echo) -> tuple[Any, list[dict]]:
+    import keras
+    import tensorflow as tf
+
+    warmup = cfg.served_warmup
+    train_tracks = datasets.tracks(items, "train", warmup=warmup)
+    burn_in = max(4 * cfg.bptt, int(2 * cfg.halflife))
+    val_tracks = _split_tracks(datasets.tracks(items, "val", warmup=warmup, burn_in=burn_in), 8 * cfg.bptt, burn_in)
+    if not train_tracks or not val_tracks:
+        raise DataError("not enough consecutive samples in the training or validation part")
+    features = train_tracks[0].z.shape[1]
+    network = networks.sequence_network(units=cfg.units, features=features, dropout=cfg.dropout, cell=cell)
+    optimizer = keras.optimizers.Adam(cfg.learning_rate, clipnorm=1.0)
+    n_states = 2 if cell == "lstm" else 1
+    variables = network.trainable_variables
+    b, length, units = cfg.batch_size, cfg.bptt, cfg.units
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([b, length, features], tf.float32),
+            tf.TensorSpec([b, length], tf.bool),
+            tf.TensorSpec([b, length], tf.float32),
+            tf.TensorSpec([b, length], tf.float32),
+            [tf.TensorSpec([b, units], tf.float32)] * n_states,
+        ]
+    )
+    def train_step(x: Any, mask: Any, w: Any, y: Any, states: Any) -> Any:
+        with tf.GradientTape() as tape:
+            pred, *final = network([x, mask, *states], training=True)
+            err = pred[:, :, 0] - y
+            loss = tf.reduce_sum(w * err * err) / tf.maximum(tf.reduce_sum(w), 1.0)
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients(zip(grads, variables, strict=True))
+        return loss, final
+
+    val_batch = _pad_tracks(val_tracks)
+    rng = np.random.default_rng(cfg.seed)
+    history: list[dict[str, float]] = []
+    best = (math.inf, network.get_weights())
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.monotonic()
+        x, m, w, y, resets = _lanes(train_tracks, b, length, rng)
+        states = [np.zeros((b, units), np.float32) for _ in range(n_states)]
+        losses, weights_sum = 0.0, 0.0
+        for k in range(resets.shape[1]):
+            sl = slice(k * length, (k + 1) * length)
+            keep = (~resets[:, k])[:, None].astype(np.float32)
+            states = [s * keep for s in states]
+            wk = w[:, sl]
+            if not m[:, sl].any():
+                continue
+            loss, final = train_step(x[:, sl], m[:, sl], wk, y[:, sl], states)
+            states = [np.asarray(s) for s in final]
+            losses += float(loss) * float(wk.sum())
+            weights_sum += float(wk.sum())
+        val = _sequence_loss(network, val_batch, n_states, units)
+        loss_mean = losses / max(weights_sum, 1e-12)
+        improved = val < best[0]
+        if improved:
+            best = (val, network.get_weights())
+        history.append({"loss": loss_mean, "val_loss": val})
+        _progress(say, epoch, cfg.epochs, loss_mean, val, improved, time.monotonic() - t0)
+        if _stop(history, cfg.patience):
+            break
+    network.set_weights(best[1])
+    return network, history
+
+
+def _lanes(
+    tracks: Sequence[datasets.Track], lanes: int, length: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Cut tracks into pieces and lay them end to end on ``lanes`` batch rows, chunk-aligned.
+
+    Every piece starts at a chunk boundary with a zero state (flag in ``resets``) and is
+    padded with masked steps to a whole number of chunks; cut points move every epoch.
+    """
+    total = sum(t.z.shape[0] for t in tracks)
+    piece = max(4 * length, math.ceil(total / lanes))
+    pieces = []
+    for t in tracks:
+        n = t.z.shape[0]
+        pos, cut = 0, int(rng.integers(piece // 2, piece + 1))
+        while pos < n:
+            end = min(n, pos + cut)
+            if end - pos >= 2:
+                pieces.append((t, pos, end))
+            pos, cut = end, piece
+    order = rng.permutation(len(pieces))
+    loads = np.zeros(lanes, dtype=np.int64)
+    plan: list[list[tuple[datasets.Track, int, int]]] = [[] for _ in range(lanes)]
+    for i in order:
+        t, a, e = pieces[i]
+        lane = int(np.argmin(loads))
+        plan[lane].append((t, a, e))
+        loads[lane] += math.ceil((e - a) / length) * length
+    steps = int(loads.max())
+    features = tracks[0].z.shape[1]
+    x = np.zeros((lanes, steps, features), np.float32)
+    m = np.zeros((lanes, steps), bool)
+    w = np.zeros((lanes, steps), np.float32)
+    y = np.zeros((lanes, steps), np.float32)
+    resets = np.zeros((lanes, steps // length), bool)
+    for lane, items in enumerate(plan):
+        pos = 0
+        for t, a, e in items:
+            n = e - a
+            x[lane, pos : pos + n] = t.z[a:e]
+            m[lane, pos : pos + n] = True
+            w[lane, pos : pos + n] = t.w[a:e]
+            y[lane, pos : pos + n] = t.y[a:e]
+            resets[lane, pos // length] = True
+            pos += math.ceil(n / length) * length
+    return x, m, w, y, resets
+
+
+def _split_tracks(tracks: Sequence[datasets.Track], piece: int, burn_in: int) -> list[datasets.Track]:
+    """Long validation tracks as overlapping pieces: ``burn_in`` unscored steps, then ``piece`` scored ones.
+
+    Many short sequences run as one batch, far faster than one long sequence step by step.
+    """
+    out = []
+    for t in tracks:
+        n = t.z.shape[0]
+        if n <= piece + burn_in:
+            out.append(t)
+            continue
+        scored = np.flatnonzero(t.w > 0)
+        start = int(scored[0]) if scored.size else n
+        while start < n:
+            a, b = max(0, start - burn_in), min(n, start + piece)
+            w = t.w[a:b].copy()
+            w[: start - a] = 0.0
+            out.append(datasets.Track(t.z[a:b], t.y[a:b], w))
+            start = b
+    return [t for t in out if (t.w > 0).any()]
+
+
+def _pad_tracks(tracks: Sequence[datasets.Track]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    n = max(t.z.shape[0] for t in tracks)
+    features = tracks[0].z.shape[1]
+    x = np.zeros((len(tracks), n, features), np.float32)
+    m = np.zeros((len(tracks), n), bool)
+    w = np.zeros((len(tracks), n), np.float32)
+    y = np.zeros((len(tracks), n), np.float32)
+    for i, t in enumerate(tracks):
+        k = t.z.shape[0]
+        x[i, :k], m[i, :k], w[i, :k], y[i, :k] = t.z, True, t.w, t.y
+    return x, m, w, y
+
+
+def _sequence_loss(network: Any, batch: tuple[np.ndarray, ...], n_states: int, units: int) -> float:
+    x, m, w, y = batch
+    states = [np.zeros((x.shape[0], units), np.float32) for _ in range(n_states)]
+    pred = np.asarray(network([x, m, *states], training=False)[0])[:, :, 0]
+    return float(np.sum(w * (pred - y) ** 2) / max(float(np.sum(w)), 1e-12))
+
+
+def _network_forecasts(network: Any, p: Prepared, cfg: TrainConfig, cell: str) -> np.ndarray:
+    """Raw forecasts of a Keras network (the LSTM baseline) for every row, NaN where it has none."""
+    n = len(p.series)
+    y = np.full(n, np.nan)
+    if cfg.mode == "window":
+        for a, b in p.runs(0, n, min_len=cfg.window):
+            ends = np.arange(a + cfg.window - 1, b)
+            idx = ends[:, None] + np.arange(-cfg.window + 1, 1)[None, :]
+            y[ends] = network.predict(p.z[idx], batch_size=4096, verbose=0)[:, 0]
+    else:
+        runs = p.runs(0, n, min_len=1)
+        if runs:
+            longest = max(b - a for a, b in runs)
+            x = np.zeros((len(runs), longest, p.z.shape[1]), np.float32)
+            m = np.zeros((len(runs), longest), bool)
+            for i, (a, b) in enumerate(runs):
+                x[i, : b - a], m[i, : b - a] = p.z[a:b], True
+            states = [np.zeros((len(runs), cfg.units), np.float32) for _ in range(2 if cell == "lstm" else 1)]
+            pred = np.asarray(network([x, m, *states], training=False)[0])[:, :, 0]
+            for i, (a, b) in enumerate(runs):
+                y[a + cfg.served_warmup - 1 : b] = pred[i, cfg.served_warmup - 1 : b - a]
+    return p.offset + p.scale * y
+
+
+# -- export and metrics -------------------------------------------------------------------------------
+
+
+def _calibration(
+    weights: GRUWeights, items: Sequence[Prepared], cfg: TrainConfig
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Closed-loop (x_t, h_prev) pairs over training segments (window mode: window-long runs from zero)."""
+    rng = np.random.default_rng(cfg.seed)
+    sequences = []
+    budget = 30_000
+    runs = [(p, a, b) for p in items for a, b in p.runs(0, p.split.train, min_len=2)]
+    for i in rng.permutation(len(runs)):
+        p, a, b = runs[i]
+        if cfg.mode == "window":
+            for start in rng.integers(a, max(a + 1, b - cfg.window), size=min(50, b - a)):
+                sequences.append(p.z[start : start + cfg.window])
+        else:
+            sequences.append(p.z[a : min(b, a + 2000)])
+        budget -= sum(s.shape[0] for s in sequences[-50:])
+        if budget <= 0:
+            break
+    return tflite_export.calibration_states(weights, sequences, samples=cfg.calibration_samples, seed=cfg.seed)
+
+
+def _runs(bundle: Bundle, backend: str, streams: dict[str, Series]) -> dict[str, StreamRun]:
+    from edge_gru.backends import create_backend
+    from edge_gru.errors import BackendUnavailableError
+
+    try:
+        model = Model(bundle, create_backend(backend, bundle))
+    except BackendUnavailableError:
+        if backend != "numba":
+            raise
+        model = Model(bundle, create_backend("numpy", bundle))
+    return run_streams(model, streams)
+
+
+def _test_scores(
+    streams: dict[str, Series], runs: dict[str, StreamRun], items: Sequence[Prepared], season: int | None
+) -> dict[str, Scores]:
+    return {
+        name: score(s, runs[name], start=p.split.val, stop=p.split.total, season=season)
+        for (name, s), p in zip(streams.items(), items, strict=True)
+    }
+
+
+def _pooled_rmse(streams: dict[str, Series], runs: dict[str, StreamRun], items: Sequence[Prepared]) -> float:
+    """Mean over series of test RMSE relative to persistence (unit-free when series differ)."""
+    scores = _test_scores(streams, runs, items, None)
+    if len(scores) == 1:
+        return next(iter(scores.values())).rmse
+    return float(np.mean([s.rmse / s.persistence_rmse for s in scores.values()]))
+
+
+def _max_diff(a: dict[str, StreamRun], b: dict[str, StreamRun]) -> float:
+    diffs = [np.nanmax(np.abs(a[k].forecasts - b[k].forecasts), initial=0.0) for k in a]
+    return float(max(diffs))
+
+
+def _metrics(
+    streams: dict[str, Series],
+    runs: dict[str, dict[str, StreamRun]],
+    items: Sequence[Prepared],
+    cfg: TrainConfig,
+    lstm_forecasts: list[np.ndarray] | None,
+) -> dict[str, Any]:
+    per_series: dict[str, Any] = {}
+    for i, ((name, s), p) in enumerate(zip(streams.items(), items, strict=True)):
+        base = runs["gru"][name]
+        pairs = base.pairs.copy()
+        lstm_run = None
+        if lstm_forecasts is not None:
+            f = lstm_forecasts[i]
+            pairs &= np.isfinite(f)
+            lstm_run = StreamRun(f, np.where(np.isfinite(f), Status.FORECAST, Status.WARMUP), base.resets, pairs)
+        entry: dict[str, Any] = {
+            "rows": len(s),
+            "split": {
+                "train": [0, p.split.train],
+                "val": [p.split.train, p.split.val],
+                "test": [p.split.val, p.split.total],
+            },
+        }
+        for key, backend_runs in runs.items():
+            r = backend_runs[name]
+            sc = score(
+                s, StreamRun(r.forecasts, r.status, r.resets, pairs & r.pairs), start=p.split.val, season=cfg.season
+            )
+            entry[key] = {"mae": sc.mae, "rmse": sc.rmse}
+            if key == "gru":
+                entry["n"] = sc.n
+                entry["persistence"] = {"mae": sc.persistence_mae, "rmse": sc.persistence_rmse}
+                if cfg.season:
+                    entry["seasonal_naive"] = {"mae": sc.seasonal_mae, "rmse": sc.seasonal_rmse, "season": cfg.season}
+        if lstm_run is not None:
+            sc = score(s, lstm_run, start=p.split.val, season=cfg.season)
+            entry["lstm"] = {"mae": sc.mae, "rmse": sc.rmse}
+        per_series[name] = entry
+    metrics: dict[str, Any] = {"per_series": per_series}
+    if len(per_series) == 1:
+        metrics["test"] = next(iter(per_series.values()))
+    else:
+        # Unit-free summary across series: each error relative to that series' persistence error.
+        keys = [
+            k
+            for k in next(iter(per_series.values()))
+            if isinstance(per_series[next(iter(per_series))][k], dict)
+            and "mae" in per_series[next(iter(per_series))][k]
+        ]
+        summary: dict[str, Any] = {"n": sum(e["n"] for e in per_series.values()), "units": "relative to persistence"}
+        for k in keys:
+            summary[k] = {
+                "mae": float(np.mean([e[k]["mae"] / e["persistence"]["mae"] for e in per_series.values()])),
+                "rmse": float(np.mean([e[k]["rmse"] / e["persistence"]["rmse"] for e in per_series.values()])),
+            }
+        metrics["test"] = summary
+    return metrics
+
+
+LABELS = {
+    "gru": "GRU (numba)",
+    "tflite": "GRU tflite float32",
+    "tflite-int8": "GRU tflite int8",
+    "persistence": "persistence",
+    "seasonal_naive": "seasonal-naive",
+    "lstm": "LSTM",
+}
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """The final table: test MAE/RMSE of every model and baseline, per series."""
+    lines = []
+    for name, entry in metrics["per_series"].items():
+        test = entry["split"]["test"]
+        lines.append(f"{name}: test rows {test[0]}..{test[1]}, {entry['n']} forecasts")
+        lines.append(f"  {'model':<22}{'MAE':>14}{'RMSE':>14}{'MAE/persistence':>17}")
+        pers = entry["persistence"]["mae"]
+        for key, label in LABELS.items():
+            if key in entry:
+                e = entry[key]
+                if key == "seasonal_naive":
+                    label = f"{label} ({e['season']})"
+                lines.append(f"  {label:<22}{e['mae']:>14.5g}{e['rmse']:>14.5g}{e['mae'] / pers:>17.3f}")
+    tfl = metrics.get("tflite", {})
+    if tfl:
+        sizes = ", ".join(f"{k} {v:,}" for k, v in tfl.items() if k.endswith("_bytes"))
+        lines.append(f"tflite: {sizes}" + (f"; int8 i/o: {tfl['int8_io']}" if "int8_io" in tfl else ""))
+    return "\n".join(lines)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    return value

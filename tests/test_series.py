@@ -1,0 +1,89 @@
+"""The CSV/series loader: real files, segments at gaps, and clear errors for bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_gru.errors import DataError
+from edge_gru.series import Series, read_series
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_unnamed_first_column_is_the_time_column() -> None:
+    s = read_series(DATA / "taylor_electricity_30min.csv", column="demand_MW")
+    assert len(s) == 4032
+    assert s.period == 1800.0
+    assert s.segments == ((0, 4032),)
+    assert s.target == "demand_MW"
+    assert s.values[0, 0] == 22262.0
+    # 2000-06-05 00:00:00, naive, read as UTC
+    assert s.times is not None and s.times[0] == 960163200.0
+
+
+def test_missing_values_split_segments_and_stay_missing() -> None:
+    s = read_series(DATA / "beijing_pm25_weather_hourly.csv", column="pm2.5", features=["DEWP", "TEMP"])
+    assert s.features == ("pm2.5", "DEWP", "TEMP")
+    missing = ~np.isfinite(s.target_values)
+    assert missing.sum() == 2067
+    # no segment contains a missing row, and every valid row is in exactly one segment
+    covered = np.zeros(len(s), dtype=bool)
+    for a, b in s.segments:
+        assert not missing[a:b].any()
+        assert not covered[a:b].any()
+        covered[a:b] = True
+    assert np.array_equal(covered, ~missing)
+
+
+def test_time_gap_splits_a_segment(tmp_path: Path) -> None:
+    path = tmp_path / "gap.csv"
+    rows = [0, 60, 120, 180, 600, 660, 720]
+    path.write_text("ts,v\n" + "".join(f"{t},{i}\n" for i, t in enumerate(rows)))
+    s = read_series(path, column="v")
+    assert s.period == 60.0
+    assert s.segments == ((0, 4), (4, 7))
+
+
+def test_named_time_column_and_no_time_column(tmp_path: Path) -> None:
+    path = tmp_path / "x.csv"
+    path.write_text("v,when\n1,2024-01-01T00:00:00Z\n2,2024-01-01T00:01:00Z\n3,2024-01-01T00:02:00Z\n")
+    s = read_series(path, column="v", time_column="when")
+    assert s.period == 60.0
+    only = read_series(path, column="v")  # first column is the target: no time column
+    assert only.times is None and only.segments == ((0, 3),)
+
+
+@pytest.mark.parametrize(
+    ("text", "column", "message"),
+    [
+        ("", "v", "empty"),
+        ("t,v\n", "v", "no data rows"),
+        ("t,v\n0,1\n1,2\n", "value", "no target column 'value'"),
+        ("t,v\n0,1\n1,2\n2,abc\n", "v", "line 4, column 'v': 'abc' is not a number"),
+        ("t,v\n0,1\n2,2\n1,3\n", "v", "line 4, time column 't'"),
+        ("t,v\nmonday,1\n", "v", "line 2, time column 't': 'monday' is neither epoch seconds"),
+        ("t,v\n0,\n1,NaN\n", "v", "column 'v' has no numeric values"),
+    ],
+)
+def test_bad_csv_errors_name_file_column_and_line(tmp_path: Path, text: str, column: str, message: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(DataError) as err:
+        read_series(path, column=column)
+    assert str(path) in str(err.value)
+    assert message in str(err.value)
+
+
+def test_missing_file() -> None:
+    with pytest.raises(DataError, match="no such file"):
+        read_series("/nonexistent/x.csv", column="v")
+
+
+def test_require_reports_the_longest_run() -> None:
+    s = Series.from_arrays(np.array([1.0, 2.0, np.nan, 3.0, 4.0, 5.0]))
+    s.require(3, "a test")
+    with pytest.raises(DataError, match="at most 3 consecutive valid samples; a test needs at least 4"):
+        s.require(4, "a test")

@@ -1,0 +1,169 @@
+"""The trainer: real small Keras models, compared with persistence, Keras and each other."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import edge_gru
+from edge_gru.bundle import STEP_F32, STEP_INT8, load_bundle
+from edge_gru.cli import main
+from edge_gru.evaluation import evaluate_series
+from edge_gru.series import Series
+from tests.trained_models import learnable_series, trained, write_csv
+
+pytest.importorskip("tensorflow")
+
+
+@pytest.mark.parametrize("mode", ["window", "stateful"])
+def test_trained_gru_beats_persistence_and_bundle_is_complete(mode: str) -> None:
+    path = trained(mode)
+    bundle = load_bundle(path)
+    m = bundle.manifest
+    assert m.mode == mode
+    assert {STEP_F32, STEP_INT8, "metrics.json", "weights.npz"} <= set(m.files)
+    metrics = json.loads((path / "metrics.json").read_text())
+    test = metrics["test"]
+    assert test["gru"]["mae"] < 0.8 * test["persistence"]["mae"]
+    assert test["seasonal_naive"]["season"] == 24
+    assert m.training["test_mae"] == test["gru"]["mae"]
+    assert metrics["tflite"]["step_f32_bytes"] == (path / STEP_F32).stat().st_size
+    assert metrics["tflite"]["step_int8_bytes"] == (path / STEP_INT8).stat().st_size
+    # The metrics are what the pool produces on the test split: recompute them independently.
+    s = learnable_series()
+    split = metrics["per_series"]["learnable"]["split"]["test"][0]
+    scores = evaluate_series(edge_gru.load(path, backend="numpy"), s, start=split)
+    assert scores.n == test["n"]
+    assert scores.mae == pytest.approx(test["gru"]["mae"], rel=1e-4)
+    assert scores.persistence_mae == pytest.approx(test["persistence"]["mae"], rel=1e-12)
+
+
+def test_normalization_is_fitted_on_the_training_split_only() -> None:
+    m = load_bundle(trained("window")).manifest
+    s = learnable_series()
+    train_rows = int(len(s) - round(0.15 * len(s)) * 2)
+    assert m.normalization.kind == "fixed"
+    assert m.normalization.input_mean[0] == pytest.approx(float(np.mean(s.target_values[:train_rows])))
+    assert m.normalization.input_mean[0] != pytest.approx(float(np.mean(s.target_values)), abs=1e-6)
+    assert m.sample_period_s == 60.0
+
+
+def test_causal_model_matches_serving_normalization() -> None:
+    path = trained("causal")
+    m = load_bundle(path).manifest
+    assert m.normalization.kind == "causal" and m.sample_period_s is None
+    metrics = json.loads((path / "metrics.json").read_text())
+    assert metrics["test"]["gru"]["mae"] < 0.8 * metrics["test"]["persistence"]["mae"]
+
+
+def test_keras_and_numba_agree(tmp_path: Path) -> None:
+    from edge_gru.train.keras_backend import load_keras
+
+    rng = np.random.default_rng(3)
+    for mode in ("window", "stateful"):
+        path = trained(mode)
+        keras_model = load_keras(path)
+        numba_model = edge_gru.load(path, backend="numba")
+        windows = rng.normal(10, 3, (64, 8, 1))
+        np.testing.assert_allclose(numba_model.predict(windows), keras_model.predict(windows), rtol=0, atol=1e-5 * 10)
+        z = rng.normal(0, 1, (40, 1)).astype(np.float32)
+        h_k = np.zeros((1, 12), np.float32)
+        h_n = np.zeros((1, 12), np.float32)
+        rows = np.zeros(1, np.int64)
+        for t in range(40):
+            yk = keras_model.backend.step(z[t : t + 1], h_k, rows)
+            yn = numba_model.backend.step(z[t : t + 1], h_n, rows)
+            np.testing.assert_allclose(yn, yk, atol=1e-5)
+        np.testing.assert_allclose(h_n, h_k, atol=1e-5)
+
+
+def test_same_seed_same_model_different_seed_different_model(tmp_path: Path) -> None:
+    from edge_gru.train.trainer import TrainConfig, train
+
+    s = learnable_series(n=400)
+    cfg = TrainConfig(units=4, window=4, epochs=2, batch_size=32, int8=False, seed=7)
+    a = train(s, tmp_path / "a", cfg).bundle.weights
+    b = train(s, tmp_path / "b", cfg).bundle.weights
+    c = train(s, tmp_path / "c", TrainConfig(units=4, window=4, epochs=2, batch_size=32, int8=False, seed=8))
+    for key, arr in a.as_dict().items():
+        assert np.array_equal(arr, b.as_dict()[key]), key
+    assert not np.array_equal(a.kernel, c.bundle.weights.kernel)
+    assert load_bundle(tmp_path / "a").id == load_bundle(tmp_path / "b").id
+
+
+def test_stateful_training_resets_at_gaps(tmp_path: Path) -> None:
+    """Segments split by a missing value never share a training sequence's state."""
+    from edge_gru.train import datasets
+
+    values = learnable_series(n=300).target_values.copy()
+    values[100] = np.nan
+    s = Series.from_arrays(values, times=60.0 * np.arange(300))
+    split = datasets.chronological_split(s, 0.15, 0.15, min_rows=10)
+    norm = datasets.fit_fixed([(s, split)], clip=8.0)
+    prepared = datasets.prepare(s, split, norm)
+    tracks = datasets.tracks([prepared], "train", warmup=1)
+    assert [t.z.shape[0] for t in tracks] == [100, split.train - 101]
+    # the row before the gap has no target (its next sample is missing)
+    assert tracks[0].w[-1] == 0.0 and np.isnan(prepared.target[99])
+
+
+def test_cli_train_with_lstm_and_season(tmp_path: Path) -> None:
+    csv = write_csv(tmp_path / "series.csv", learnable_series(n=600), column="load")
+    out = tmp_path / "bundle"
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            str(csv),
+            "--column",
+            "load",
+            "--out",
+            str(out),
+            "--units",
+            "6",
+            "--window",
+            "6",
+            "--epochs",
+            "3",
+            "--cell",
+            "lstm",
+            "--season",
+            "24",
+            "--no-int8",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    test = metrics["test"]
+    for key in ("gru", "persistence", "seasonal_naive", "lstm", "tflite"):
+        assert test[key]["mae"] > 0, key
+    bundle = load_bundle(out)
+    assert bundle.manifest.features == ("load",) and STEP_INT8 not in bundle.manifest.files
+
+
+@pytest.mark.parametrize(
+    ("text", "args", "message"),
+    [
+        ("", [], "empty"),
+        (",v\n0,1\n60,2\n", ["--column", "w"], "no target column 'w'"),
+        (",v\n0,1\n60,x\n", [], "line 3, column 'v': 'x' is not a number"),
+        (",v\n" + "".join(f"{60 * i},{i}\n" for i in range(15)), [], "left for training"),
+        (",v\n" + "".join(f"{60 * i},{i if i % 3 else 'nan'}\n" for i in range(300)), [], "needs at least 11"),
+    ],
+)
+def test_cli_train_bad_csv_gives_clear_error(tmp_path: Path, text: str, args: list[str], message: str) -> None:
+    csv = tmp_path / "bad.csv"
+    csv.write_text(text)
+    column = [] if "--column" in args else ["--column", "v"]
+    result = CliRunner().invoke(
+        main, ["train", str(csv), *column, *args, "--out", str(tmp_path / "o"), "--epochs", "1"]
+    )
+    assert result.exit_code == 1
+    assert message in result.output
+    assert str(csv) in result.output or message == "left for training"
+    assert not (tmp_path / "o").exists()

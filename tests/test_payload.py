@@ -120,3 +120,19 @@ def test_forecast_payload_contract() -> None:
     assert unknown["forecast_ts"] is None and unknown["value"] == 1.0
     with pytest.raises(ValueError):
         encode_forecast(stream="k", ts=10.0, forecast_ts=11.0, value=math.nan, model_id="m", backend="numpy")
+
+
+@pytest.mark.parametrize("stream", ['kitchen "north"', "küche-ü", "back\\slash", "tab\there"])
+def test_forecast_payload_is_valid_json_for_any_stream_name(stream: str) -> None:
+    raw = encode_forecast(
+        stream=stream, ts=1.5, forecast_ts=None, value=-0.1, model_id="m", backend="numba", reset=True
+    )
+    assert json.loads(raw) == {
+        "stream": stream,
+        "ts": 1.5,
+        "forecast_ts": None,
+        "value": -0.1,
+        "model": "m",
+        "backend": "numba",
+        "reset": True,
+    }

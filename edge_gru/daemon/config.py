@@ -60,6 +60,7 @@ class MqttConfig:
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
     max_queued_out: int = 10_000
+    max_inflight: int = 1000
 
     @property
     def status_topic(self) -> str:
@@ -244,6 +245,7 @@ def _validate(cfg: Config, source: str) -> None:
     _check(m.session_expiry_s >= 0, at("mqtt.session_expiry_s"), "must be >= 0")
     _check(0 < m.reconnect_min_s <= m.reconnect_max_s, at("mqtt.reconnect_min_s"), "must be > 0 and <= reconnect_max_s")
     _check(m.max_queued_out >= 1, at("mqtt.max_queued_out"), "must be >= 1")
+    _check(1 <= m.max_inflight <= 65535, at("mqtt.max_inflight"), "must be between 1 and 65535")
     _check(not (m.password and m.password_file), at("mqtt.password_file"), "set password or password_file, not both")
     _check(
         not (m.tls_cert and not m.tls_key) and not (m.tls_key and not m.tls_cert),

@@ -83,7 +83,7 @@ class MqttClient:
         client.will_set(cfg.status_topic, OFFLINE, qos=1, retain=True)
         client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)  # type: ignore[arg-type]
         client.max_queued_messages_set(cfg.max_queued_out)
-        client.max_inflight_messages_set(100)
+        client.max_inflight_messages_set(cfg.max_inflight)  # forecasts in flight awaiting PUBACK
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect

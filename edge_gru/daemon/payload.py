@@ -206,10 +206,6 @@ def validate_output_template(template: str) -> None:
         raise ValueError(f"output topic template {template!r} must not contain the wildcards + or #")
 
 
-def _json_number(x: float) -> float | None:
-    return x if math.isfinite(x) else None
-
-
 def encode_forecast(
     *,
     stream: str,
@@ -226,14 +222,17 @@ def encode_forecast(
     null only while a stream's sample period is still unknown. ``reset`` is true on the
     first forecast after a gap restarted the stream.
     """
-    doc: dict[str, Any] = {
-        "stream": stream,
-        "ts": ts,
-        "forecast_ts": None if forecast_ts is None else _json_number(forecast_ts),
-        "value": float(value),
-        "model": model_id,
-        "backend": backend,
-    }
-    if reset:
-        doc["reset"] = True
-    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+    if not math.isfinite(value):
+        raise ValueError(f"forecast value {value} for stream {stream!r} is not finite")
+    fts = "null" if forecast_ts is None or not math.isfinite(forecast_ts) else repr(float(forecast_ts))
+    # formatted directly (float repr is valid JSON): this runs once per forecast on the worker thread
+    tail = ',"reset":true}' if reset else "}"
+    text = (
+        f'{{"stream":{_json_str(stream)},"ts":{float(ts)!r},"forecast_ts":{fts},"value":{float(value)!r},'
+        f'"model":{_json_str(model_id)},"backend":{_json_str(backend)}{tail}'
+    )
+    return text.encode()
+
+
+def _json_str(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)

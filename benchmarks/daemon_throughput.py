@@ -284,7 +284,10 @@ def main() -> None:
         f"edge-gru serve through mosquitto, {args.streams} streams, QoS 1 in, QoS {args.output_qos} out, "
         f"MQTT {args.protocol}, {out['machine']}"
     )
-    head = f"{'backend':8} {'offered/s':>9} {'out/s':>8} {'drops':>6} {'daemon p50/p99 ms':>18} {'e2e p50/p99 ms':>16} {'RSS/peak MiB':>13}"
+    head = (
+        f"{'backend':8} {'offered/s':>9} {'out/s':>8} {'drops':>6} {'daemon p50/p99 ms':>18} "
+        f"{'e2e p50/p99 ms':>16} {'RSS/peak MiB':>13} {'CPU us/reading':>14}"
+    )
     print(head)
     for run in out["runs"]:
         if "skipped" in run:
@@ -294,7 +297,8 @@ def main() -> None:
             print(
                 f"{run['backend']:8} {p['offered_per_s']:>9.0f} {p['delivered_per_s']:>8.0f} "
                 f"{sum(p['dropped'].values()):>6} {p['daemon_p50_ms']!s:>8}/{p['daemon_p99_ms']!s:<9} "
-                f"{p['e2e_p50_ms']!s:>7}/{p['e2e_p99_ms']!s:<8} {p.get('vmrss_mib')!s:>6}/{p.get('vmhwm_mib')!s}"
+                f"{p['e2e_p50_ms']!s:>7}/{p['e2e_p99_ms']!s:<8} {p.get('vmrss_mib')!s:>6}/{p.get('vmhwm_mib')!s:<6} "
+                f"{p['daemon_cpu_us_per_reading']:>14}"
             )
 
 

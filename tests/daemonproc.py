@@ -53,10 +53,20 @@ def toml_text(sections: dict[str, dict[str, Any]]) -> str:
 class Watcher:
     """An MQTT client that records (topic, payload, retain) of every message on its filters."""
 
-    def __init__(self, host: str, port: int, filters: list[str], *, client_id: str | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        filters: list[str],
+        *,
+        client_id: str | None = None,
+        auth: tuple[str, str] | None = None,
+    ) -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
         self.lock = threading.Lock()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"watch-{uuid.uuid4().hex[:8]}")
+        if auth is not None:
+            self.client.username_pw_set(*auth)
         self._subscribed = threading.Event()
         self._filters = filters
 
@@ -99,8 +109,10 @@ class Watcher:
 class Publisher:
     """A sensor-side client: QoS 1 publishes that wait for the broker's acknowledgement."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, auth: tuple[str, str] | None = None) -> None:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}")
+        if auth is not None:
+            self.client.username_pw_set(*auth)
         self.client.max_inflight_messages_set(200)
         self.client.max_queued_messages_set(0)
         self.client.connect(host, port, keepalive=30)

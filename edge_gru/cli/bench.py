@@ -1,0 +1,68 @@
+"""``edge-gru bench``: every installed backend side by side on one bundle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+DEFAULT_MODEL = "models/default"
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (for tools).")
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(file_okay=False, exists=True),
+    default=DEFAULT_MODEL,
+    show_default=True,
+    help="Bundle to benchmark.",
+)
+@click.option(
+    "--backend",
+    "backends",
+    multiple=True,
+    type=click.Choice(["numba-jit", "numba-aot", "numpy", "litert", "litert-int8", "keras"]),
+    help="Only these backends (repeatable; default: all installed).",
+)
+@click.option("--no-processes", is_flag=True, help="Skip the fresh-process figures (import, first step, RSS).")
+@click.option("--no-cold", is_flag=True, help="Skip the cold-cache JIT compile (it takes seconds to minutes).")
+@click.option(
+    "--clock",
+    type=click.Choice(["cpu", "wall"]),
+    default="cpu",
+    show_default=True,
+    help="cpu: this process's CPU time (robust on a busy machine); wall: elapsed time.",
+)
+def bench(
+    as_json: bool, model_dir: str, backends: tuple[str, ...], no_processes: bool, no_cold: bool, clock: str
+) -> None:
+    """Benchmark every installed backend on the same bundle: per-step time, throughput, start-up, memory.
+
+    Single steps are ns per call including the Python call; batched figures are stream-steps
+    per second (millions). Timings are the best of several bursts.
+    """
+    from edge_gru import benchmarking
+    from edge_gru.errors import EdgeGruError
+
+    def progress(name: str) -> None:
+        if not as_json:
+            click.echo(f"measuring {name} ...", err=True)
+
+    try:
+        report = benchmarking.run(
+            Path(model_dir),
+            list(backends) or None,
+            processes=not no_processes,
+            cold=not no_cold,
+            clock=clock,
+            progress=progress,
+        )
+    except EdgeGruError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(benchmarking.format_table(report))

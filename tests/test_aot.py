@@ -1,0 +1,198 @@
+"""Ahead-of-time kernels: built by ``edge-gru build-kernels``, equal to the JIT, used without numba.
+
+The module is built once per test session (about a minute on a loaded 2-core machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import edge_gru
+from edge_gru import aot
+from edge_gru.cli import main
+from edge_gru.kernel_layout import STATE_PER_UNIT, tile_scratch_size
+from tests.brokers import Broker
+from tests.bundles import random_weights
+from tests.conftest import DEFAULT_MODEL, ROOT
+
+kernels = pytest.importorskip("edge_gru.kernels")
+pytest.importorskip("numba.pycc")
+pytestmark = pytest.mark.timeout(900)
+
+
+@pytest.fixture(scope="module")
+def kernel_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("kernels")
+    result = CliRunner().invoke(main, ["build-kernels", "--out", str(out), "--variant", "host", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{") :])
+    assert report["dir"] == str(out) and len(report["modules"]) == 1
+    assert all(err <= 1e-5 for err in report["max_abs_error_vs_reference"].values())
+    return out
+
+
+@pytest.fixture(scope="module")
+def compiled(kernel_dir: Path) -> aot.CompiledKernels:
+    found = aot.load_kernels([kernel_dir])
+    assert found is not None and found.variant == "host"
+    return found
+
+
+def _run(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.parametrize(("units", "features", "reset_after"), [(50, 1, True), (50, 1, False), (13, 3, True)])
+def test_aot_and_jit_kernels_agree(compiled: aot.CompiledKernels, units: int, features: int, reset_after: bool) -> None:
+    rng = np.random.default_rng(units + features)
+    p = random_weights(units, features, reset_after=reset_after, seed=1).packed()
+    streams = 200
+    x = rng.normal(0, 1.5, (streams, features)).astype(np.float32)
+    h0 = rng.normal(0, 0.6, (streams + 2, units)).astype(np.float32)
+    rows = rng.permutation(streams + 2)[:streams].astype(np.int64)
+    rows[7] = rows[2]  # a repeated stream inside a tile
+    scratch = np.zeros(tile_scratch_size(units, features), np.float32)
+    out = {}
+    for name, k in (("jit", kernels), ("aot", compiled)):
+        h = h0.copy()
+        y = np.zeros(streams, np.float32)
+        k.gru_step_batch(p, x, h, rows, scratch, y, reset_after)
+        state = np.zeros(STATE_PER_UNIT * units, np.float32)
+        state[:units] = h0[0]
+        y1 = np.array([k.gru_step(p, x[s], state, reset_after) for s in range(20)], np.float32)
+        windows = rng.normal(0, 1, (70, 5, features)).astype(np.float32) if name == "jit" else out["jit"][4]
+        yw = np.zeros(70, np.float32)
+        k.gru_windows(p, windows, scratch, yw, reset_after)
+        out[name] = (y, h, y1, state.copy(), windows, yw)
+    for a, b in zip(out["jit"], out["aot"], strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+
+
+def test_load_uses_the_aot_kernels_without_importing_numba(kernel_dir: Path) -> None:
+    result = _run(
+        """
+        import json, sys
+        import numpy as np
+        import edge_gru
+        model = edge_gru.load(sys.argv[1] if len(sys.argv) > 1 else "models/default", backend="numba")
+        pool = model.pool(100)
+        ids = [f"s{i}" for i in range(100)]
+        out = []
+        for t in range(30):
+            values = 20 + np.sin(np.arange(100) + t / 5.0)
+            out.append(pool.update(ids, values, [1e9 + 60 * t] * 100).tolist())
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("numba", "llvmlite"))
+        print(json.dumps({"kind": model.backend.kernel_kind, "heavy": heavy, "y": out}))
+        """,
+        {"EDGE_GRU_KERNEL_DIR": str(kernel_dir), "EDGE_GRU_KERNELS": "auto"},
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["kind"] == "aot-host"
+    assert report["heavy"] == []
+    # the same readings through the numpy reference backend
+    pool = edge_gru.load(DEFAULT_MODEL, backend="numpy").pool(100)
+    ids = [f"s{i}" for i in range(100)]
+    for t in range(30):
+        values = 20 + np.sin(np.arange(100) + t / 5.0)
+        expected = pool.update(ids, values, [1e9 + 60 * t] * 100)
+        got = np.array(report["y"][t], dtype=float)
+        assert np.array_equal(np.isnan(got), np.isnan(expected))
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_module_built_from_other_sources_is_not_used(kernel_dir: Path, tmp_path: Path) -> None:
+    stale = tmp_path / "stale"
+    shutil.copytree(kernel_dir, stale)
+    for sidecar in stale.glob("*.json"):
+        info = json.loads(sidecar.read_text())
+        info["kernel_hash"] = "0" * 16
+        sidecar.write_text(json.dumps(info))
+    check = CliRunner().invoke(main, ["build-kernels", "--check", "--out", str(stale)])
+    assert check.exit_code == 1
+    assert "other kernel sources" in check.output
+    assert aot.load_kernels([stale]) is None
+
+    forced = _run(
+        """
+        import edge_gru
+        try:
+            edge_gru.load("models/default", backend="numba")
+        except edge_gru.BackendUnavailableError as exc:
+            print("refused:", exc)
+        """,
+        {"EDGE_GRU_KERNEL_DIR": str(stale), "EDGE_GRU_KERNELS": "aot"},
+    )
+    assert forced.returncode == 0, forced.stderr
+    assert forced.stdout.startswith("refused:") and "edge-gru build-kernels" in forced.stdout
+
+    fallback = _run(
+        """
+        import edge_gru
+        print(edge_gru.load("models/default", backend="numba").backend.kernel_kind)
+        """,
+        {"EDGE_GRU_KERNEL_DIR": str(stale), "EDGE_GRU_KERNELS": "auto"},
+    )
+    assert fallback.returncode == 0, fallback.stderr
+    assert fallback.stdout.strip() == "jit"
+
+
+def _mapped_files(pid: int) -> set[str]:
+    with open(f"/proc/{pid}/maps", encoding="utf-8") as fh:
+        return {line.split()[-1] for line in fh if len(line.split()) >= 6}
+
+
+def test_daemon_with_aot_kernels_loads_neither_numba_nor_llvmlite(
+    kernel_dir: Path, broker: Broker, tmp_path: Path
+) -> None:
+    """The daemon serves forecasts from the compiled module; no numba or llvmlite library is mapped."""
+    daemonproc = pytest.importorskip("tests.daemonproc")
+    prefix = f"aot{os.getpid()}"
+    daemon = daemonproc.Daemon(
+        tmp_path,
+        host=broker.host,
+        port=broker.port,
+        sections={
+            "model": {"path": str(DEFAULT_MODEL), "backend": "numba"},
+            "streams": {"input": [f"{prefix}/in/{{stream}}"], "output": f"{prefix}/out/{{stream}}"},
+        },
+        env={"EDGE_GRU_KERNEL_DIR": str(kernel_dir), "EDGE_GRU_KERNELS": "aot"},
+    )
+    watcher = daemonproc.Watcher(broker.host, broker.port, [f"{prefix}/out/+"])
+    publisher = daemonproc.Publisher(broker.host, broker.port)
+    try:
+        daemon.start()
+        daemon.wait_ready(120)
+        messages = [
+            (f"{prefix}/in/s{i}", json.dumps({"value": 20.0 + i + 0.1 * t, "ts": 1e9 + 60 * t}).encode())
+            for t in range(15)
+            for i in range(10)
+        ]
+        publisher.publish_all(messages)
+        watcher.wait_for(lambda: len(watcher.on(f"{prefix}/out/+")) >= 10, 60, "forecasts")
+        mapped = _mapped_files(daemon.pid)
+        assert any(aot.MODULE_PREFIX in path for path in mapped), "the compiled kernel module is not loaded"
+        heavy = sorted(path for path in mapped if "llvmlite" in path or "/numba/" in path)
+        assert heavy == []
+        assert daemon.alive
+    finally:
+        publisher.close()
+        watcher.close()
+        daemon.stop()

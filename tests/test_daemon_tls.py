@@ -171,7 +171,7 @@ def test_tls_client_certificate_and_password(
 def test_wrong_password_is_refused_clearly_and_retried(
     tls_broker: tuple[Broker, int, Path], tmp_path: Path, topic_prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    broker, port, certs = tls_broker
+    _, port, certs = tls_broker
     cfg = load_config(config(tmp_path, port, certs, "", topic_prefix), environ={"EDGE_GRU_MQTT_PASSWORD": "wrong-pw-1"})
     service = Service(cfg, model=edge_gru.load(DEFAULT_MODEL, backend="numpy"))
     with caplog.at_level(logging.INFO, logger="edge_gru"):

@@ -22,6 +22,7 @@ from edge_gru.daemon.discovery import Discovery
 from edge_gru.daemon.notify import Notifier
 from edge_gru.daemon.payload import TopicMap
 from edge_gru.daemon.worker import Worker
+from tests.brokers import Broker
 from tests.conftest import DEFAULT_MODEL
 from tests.test_daemon_worker import Collector
 
@@ -173,3 +174,40 @@ def test_worker_call_soon_propagates_errors(model: edge_gru.Model) -> None:
         assert worker.call_soon(lambda: threading.current_thread().name).result(timeout=5) == "edge-gru-worker"
     finally:
         worker.stop()
+
+
+def test_two_daemons_share_one_subscription(broker: Broker, tmp_path: Path, topic_prefix: str) -> None:
+    """MQTT 5 shared subscription: each reading reaches exactly one of the daemons in the group."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from edge_gru.daemon.service import Service
+
+    services = []
+    for i in range(2):
+        path = tmp_path / f"d{i}.toml"
+        path.write_text(
+            f"[mqtt]\nhost = '{broker.host}'\nport = {broker.port}\nclient_id = '{topic_prefix}-{i}'\n"
+            f"[streams]\ninput = ['$share/edge/{topic_prefix}/{{stream}}']\noutput = '{topic_prefix}-out/{{stream}}'\n"
+            f"[state]\ndir = '{tmp_path}'\n[stats]\ninterval_s = 0\n"
+        )
+        services.append(Service(load_config(path, environ={}), model=edge_gru.load(DEFAULT_MODEL, backend="numpy")))
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    pub.connect(broker.host, broker.port)
+    pub.loop_start()
+    try:
+        for s in services:
+            s.start()
+        for s in services:
+            assert s.mqtt.ready.wait(20)
+        for t in range(40):
+            pub.publish(f"{topic_prefix}/s{t % 4}", json.dumps({"value": t % 5, "ts": t}), qos=1).wait_for_publish(5)
+        deadline = time.monotonic() + 20
+        while sum(s.worker.stats.received for s in services) < 40 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        received = [s.worker.stats.received for s in services]
+        assert sum(received) == 40 and min(received) > 0
+    finally:
+        for s in services:
+            s.shutdown(timeout=2)
+        pub.loop_stop()

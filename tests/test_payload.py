@@ -136,3 +136,12 @@ def test_forecast_payload_is_valid_json_for_any_stream_name(stream: str) -> None
         "backend": "numba",
         "reset": True,
     }
+
+
+def test_shared_subscription_templates() -> None:
+    topics = TopicMap(["$share/edge/sensors/{stream}/value"])
+    assert topics.subscriptions() == ["$share/edge/sensors/+/value"]
+    assert topics.stream("sensors/k1/value") == "k1"  # messages arrive without the $share prefix
+    for bad in ("$share/sensors", "$share//sensors/{stream}"):
+        with pytest.raises(ValueError):
+            TopicMap([bad])

@@ -161,16 +161,25 @@ class TopicMap:
         self.templates = tuple(templates)
         # (number of segments, index of the stream segment, the other segments) per template
         self._parsed: list[tuple[int, int, tuple[tuple[int, str], ...]]] = []
+        self._filters: list[str] = []
         for template in self.templates:
-            parts = template.split("/")
+            share = ""
+            match = template
+            if template.startswith("$share/"):  # MQTT 5 shared subscription: messages arrive without the prefix
+                pieces = template.split("/", 2)
+                if len(pieces) < 3 or not pieces[1]:
+                    raise ValueError(f"input topic template {template!r}: write '$share/<group>/<topic template>'")
+                share, match = f"$share/{pieces[1]}/", pieces[2]
+            parts = match.split("/")
             where = [i for i, p in enumerate(parts) if STREAM in p]
-            if len(where) != 1 or parts[where[0]] != STREAM or template.count(STREAM) != 1:
+            if len(where) != 1 or parts[where[0]] != STREAM or match.count(STREAM) != 1:
                 raise ValueError(
                     f"input topic template {template!r} must contain exactly one whole '{{stream}}' segment, "
                     "e.g. 'sensors/{stream}/value'"
                 )
             if "+" in template or "#" in template:
                 raise ValueError(f"input topic template {template!r} must not contain the wildcards + or #")
+            self._filters.append(share + match.replace(STREAM, "+"))
             others = tuple((i, p) for i, p in enumerate(parts) if i != where[0])
             self._parsed.append((len(parts), where[0], others))
 
@@ -186,7 +195,7 @@ class TopicMap:
 
     def subscriptions(self) -> list[str]:
         """MQTT topic filters: each template with ``+`` in place of ``{stream}``."""
-        return [t.replace(STREAM, "+") for t in self.templates]
+        return list(self._filters)
 
     def __repr__(self) -> str:
         return f"TopicMap({list(self.templates)!r})"

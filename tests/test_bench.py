@@ -1,0 +1,77 @@
+"""``edge-gru bench``: the report's structure, honest "unavailable" rows, and fresh-process figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edge_gru import benchmarking
+from edge_gru.cli import main
+from tests.bundles import make_bundle
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture
+def small_bundle(tmp_path: Path) -> Path:
+    make_bundle(tmp_path / "bundle", units=8, features=1, mode="stateful", warmup=2)
+    return tmp_path / "bundle"
+
+
+def test_bench_json_reports_every_backend_and_the_machine(
+    small_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = tmp_path / "no-kernels"
+    empty.mkdir()
+    monkeypatch.setenv("EDGE_GRU_KERNEL_DIR", str(empty))
+    args = ["bench", "--json", "--model", str(small_bundle)]
+    args += ["--backend", "numpy", "--backend", "numba-aot", "--backend", "litert"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    machine = report["machine"]
+    assert machine["cores"] >= 1 and machine["python"] and machine["versions"]["numpy"]
+    assert report["bundle"]["units"] == 8
+    rows = {r["backend"]: r for r in report["results"]}
+    assert list(rows) == ["numpy", "numba-aot", "litert"]
+
+    numpy_row = rows["numpy"]
+    assert numpy_row["available"]
+    assert numpy_row["single_ns"] > 0 and numpy_row["pool_single_ns"] > numpy_row["single_ns"] / 10
+    assert sorted(int(s) for s in numpy_row["batched"]) == [1, 64, 1024, 10_000]
+    assert all(v > 0 for v in numpy_row["batched"].values())
+    # the fresh process: import, first forecast, RSS (numpy and the interpreter alone are well under 1 GiB)
+    assert numpy_row["import_ms"] > 0 and numpy_row["first_step_warm_ms"] > 0
+    assert 5 < numpy_row["rss_after_load_mib"] < 1024
+    assert numpy_row["rss_serving_mib"] >= numpy_row["rss_after_load_mib"] * 0.9
+
+    assert not rows["numba-aot"]["available"] and "build-kernels" in rows["numba-aot"]["note"]
+    assert not rows["litert"]["available"]
+    assert "step_f32.tflite" in rows["litert"]["note"] or "not installed" in rows["litert"]["note"]
+
+
+def test_bench_table_names_unavailable_backends(small_bundle: Path) -> None:
+    report = benchmarking.run(small_bundle, ["numpy", "litert-int8"], processes=False)
+    table = benchmarking.format_table(report)
+    lines = table.splitlines()
+    assert lines[0].split()[:3] == ["backend", "step", "ns"]
+    assert any(line.startswith("numpy") for line in lines)
+    assert any(line.startswith("litert-int8") and "unavailable" in line for line in lines)
+    assert "machine:" in table and "clock: cpu" in table
+
+
+def test_best_ns_measures_the_call() -> None:
+    """A call that sleeps 1 ms measures about 1 ms on the wall clock and almost nothing on the CPU clock."""
+    import time
+
+    benchmarking.set_clock("wall")
+    try:
+        wall = benchmarking.best_ns(lambda: time.sleep(0.001), burst_s=0.003, repeats=3)
+    finally:
+        benchmarking.set_clock("cpu")
+    cpu = benchmarking.best_ns(lambda: time.sleep(0.001), burst_s=0.003, repeats=3)
+    assert 0.9e6 < wall < 20e6
+    assert cpu < 0.5e6

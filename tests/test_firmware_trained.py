@@ -85,3 +85,27 @@ def test_int8_export_is_within_the_int8_tflite_models_error(
     tflite_dev = (tflite[ok] - reference[ok]) / scale
     assert np.sqrt(np.mean(c8_dev**2)) <= np.sqrt(np.mean(tflite_dev**2))
     assert np.abs(c8_dev).max() <= np.abs(tflite_dev).max()
+
+
+@pytest.mark.parametrize("mode", ["stateful", "causal"])
+def test_trainer_bundles_export_within_their_int8_tflite_error(mode: str, tmp_path: Path) -> None:
+    """Bundles from `edge-gru train` (stateful, fixed and causal normalization, with step_int8.tflite)."""
+    from tests.trained_models import trained
+
+    path = trained(mode)
+    assert (path / STEP_INT8).is_file()
+    values, _ = read_series("sst_neracoos_b01_30min.csv", ["temperature"], 3000, start=9000)
+    reference = pool_forecasts(path, values)
+    scale = float(np.std(values))
+    _, binary = export_and_build(path, tmp_path / "c")
+    assert_matches(run_c(binary, sample_lines(values))[0], reference, scale, FLOAT_TOL, min_forecasts=2900)
+
+    _, binary8 = export_and_build(path, tmp_path / "c8", int8=True)
+    c8, _ = run_c(binary8, sample_lines(values))
+    pool = edge_gru.load(path, backend="tflite-int8").pool(max_streams=1)
+    x = values.astype(np.float32).astype(np.float64)
+    tflite = np.array([pool.update(["s"], x[i : i + 1])[0] for i in range(len(x))])
+    ok = ~np.isnan(reference)
+    c8_rms = np.sqrt(np.mean(((c8 - reference)[ok] / scale) ** 2))
+    tflite_rms = np.sqrt(np.mean(((tflite - reference)[ok] / scale) ** 2))
+    assert c8_rms <= tflite_rms, (c8_rms, tflite_rms)

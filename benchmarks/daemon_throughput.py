@@ -155,7 +155,7 @@ level = "warning"
     )
     cmd = [str(EDGE_GRU), "serve", "--config", str(cfg)]
     cpus = os.sched_getaffinity(0)
-    if len(cpus) > 1 and shutil.which("taskset"):
+    if args.pin and len(cpus) > 1 and shutil.which("taskset"):
         cmd = ["taskset", "-c", str(max(cpus)), *cmd]
     log = open(work / f"{backend}.log", "wb")  # noqa: SIM115
     daemon = subprocess.Popen(cmd, stderr=log, cwd=ROOT)
@@ -251,6 +251,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--output-qos", type=int, default=1)
     ap.add_argument("--protocol", default="5", choices=["5", "3.1.1"], help="the daemon's MQTT version")
+    ap.add_argument("--no-pin", dest="pin", action="store_false", help="let the scheduler place the daemon")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     args.rates = [float(r) for r in args.rates.split(",")]

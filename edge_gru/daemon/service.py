@@ -186,7 +186,9 @@ class Service:
             config=self.cfg.source,
             streams_restored=len(self.worker.pool),
             tensorflow_loaded="tensorflow" in sys.modules,
+            pid=os.getpid(),
         )
+        event(log, logging.DEBUG, "config", settings=json.dumps(describe(self.cfg), default=str))
         self.worker.start()
         self.mqtt.start()
         self.notifier.status(f"connecting to {self.cfg.mqtt.host}:{self.cfg.mqtt.port}")

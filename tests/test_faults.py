@@ -29,7 +29,7 @@ from edge_gru.daemon.checkpoint import Checkpointer
 from edge_gru.daemon.payload import TopicMap
 from edge_gru.daemon.worker import Worker
 from tests.brokers import Broker
-from tests.daemonproc import DEFAULT_MODEL, Daemon, Publisher, Watcher, accounted, latest_stats, wait_stats
+from tests.daemonproc import DEFAULT_MODEL, Daemon, Publisher, Watcher, accounted, wait_stats
 
 WARMUP = edge_gru.load(DEFAULT_MODEL, backend="numpy").manifest.warmup
 
@@ -371,8 +371,7 @@ def test_full_tmpfs_keeps_the_old_checkpoint_and_recovers(private_broker: Broker
         # many more streams make the next checkpoint larger than what is left
         pub.publish_all(series_messages([f"t{i}" for i in range(1, 400)], 0, 2))
         daemon.wait_log("checkpoint_failed", 30)
-        snap = latest_stats(watcher, daemon)
-        assert snap is not None and snap["checkpoint_failures"] >= 1
+        wait_stats(watcher, daemon, lambda s: s["checkpoint_failures"] >= 1, 30, "the failure counted")
         edge_gru.load(DEFAULT_MODEL, backend="numpy").pool(1000).load(daemon.checkpoint_path)  # still whole
         assert daemon.checkpoint_path.read_bytes() == old
         filler.unlink()

@@ -7,7 +7,7 @@ without importing numba.
 from __future__ import annotations
 
 STATE_PER_UNIT = 7  # single-stream state vector: h (U) | gx (3U) | gh (3U)
-TILE = 64  # streams per tile of the batched kernels (benchmarks/kernels.py --tiles compares sizes)
+TILE = 128  # streams per tile of the batched kernels (benchmarks/kernels.py --tiles compares sizes)
 MIN_TILE_STREAMS = 4  # tiles with fewer streams run stream by stream: loops over 1-3 columns cost more
 
 

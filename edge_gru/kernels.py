@@ -16,8 +16,8 @@ Design choices that make a single step cost well under a microsecond:
 
 The batched step holds streams as columns: a tile of T streams is gathered into a (U, T)
 block, every inner loop runs over the T streams of one tile (contiguous, vectorized, the
-weights broadcast), each unit's three gates are accumulated together over eight rows per
-pass (each state row loaded once for 24 multiply-adds), and the new states are scattered
+weights broadcast), each unit's three gates are accumulated together over four rows per
+pass (each state row loaded once for 12 multiply-adds), and the new states are scattered
 back. A tile's working set (``(I + 3U + 6) * T`` floats) stays in L1/L2 cache. Tiles
 with a repeated stream, and tiles of fewer than ``MIN_TILE_STREAMS``, run stream by
 stream, so a stream listed twice still advances twice, in order.
@@ -273,81 +273,41 @@ def _accumulate_cols(p, start, stride, v, t, n, out):  # type: ignore[no-untyped
 def _accumulate_cols3(p, start, off, stride, v, t, n, o0, o1, o2):  # type: ignore[no-untyped-def]
     """Three gates at once: ``o_q[:n] += sum_k p[start + q*off + k*stride] * v[k*t : k*t + n]``.
 
-    Each row of ``v`` is loaded once for the three gates; eight rows per pass, added one
-    after the other (fused multiply-adds in the order of the single-row loop).
+    Each row of ``v`` is loaded once for the three gates; four rows per pass, added one
+    after the other (fused multiply-adds in the order of the single-row loop). Eight rows
+    per pass measured no faster (24 broadcast weights no longer fit the registers).
     """
     m = v.shape[0] // t
     k = 0
-    while k + 7 < m:
+    while k + 3 < m:
         o = start + k * stride
         a0 = p[o]
         a1 = p[o + stride]
         a2 = p[o + 2 * stride]
         a3 = p[o + 3 * stride]
-        a4 = p[o + 4 * stride]
-        a5 = p[o + 5 * stride]
-        a6 = p[o + 6 * stride]
-        a7 = p[o + 7 * stride]
         o += off
         b0 = p[o]
         b1 = p[o + stride]
         b2 = p[o + 2 * stride]
         b3 = p[o + 3 * stride]
-        b4 = p[o + 4 * stride]
-        b5 = p[o + 5 * stride]
-        b6 = p[o + 6 * stride]
-        b7 = p[o + 7 * stride]
         o += off
         c0 = p[o]
         c1 = p[o + stride]
         c2 = p[o + 2 * stride]
         c3 = p[o + 3 * stride]
-        c4 = p[o + 4 * stride]
-        c5 = p[o + 5 * stride]
-        c6 = p[o + 6 * stride]
-        c7 = p[o + 7 * stride]
         v0 = v[k * t : k * t + n]
         v1 = v[(k + 1) * t : (k + 1) * t + n]
         v2 = v[(k + 2) * t : (k + 2) * t + n]
         v3 = v[(k + 3) * t : (k + 3) * t + n]
-        v4 = v[(k + 4) * t : (k + 4) * t + n]
-        v5 = v[(k + 5) * t : (k + 5) * t + n]
-        v6 = v[(k + 6) * t : (k + 6) * t + n]
-        v7 = v[(k + 7) * t : (k + 7) * t + n]
         for c in range(n):
             e0 = v0[c]
             e1 = v1[c]
             e2 = v2[c]
             e3 = v3[c]
-            e4 = v4[c]
-            e5 = v5[c]
-            e6 = v6[c]
-            e7 = v7[c]
-            q0 = o0[c] + a0 * e0
-            q1 = o1[c] + b0 * e0
-            q2 = o2[c] + c0 * e0
-            q0 += a1 * e1
-            q1 += b1 * e1
-            q2 += c1 * e1
-            q0 += a2 * e2
-            q1 += b2 * e2
-            q2 += c2 * e2
-            q0 += a3 * e3
-            q1 += b3 * e3
-            q2 += c3 * e3
-            q0 += a4 * e4
-            q1 += b4 * e4
-            q2 += c4 * e4
-            q0 += a5 * e5
-            q1 += b5 * e5
-            q2 += c5 * e5
-            q0 += a6 * e6
-            q1 += b6 * e6
-            q2 += c6 * e6
-            o0[c] = q0 + a7 * e7
-            o1[c] = q1 + b7 * e7
-            o2[c] = q2 + c7 * e7
-        k += 8
+            o0[c] = o0[c] + a0 * e0 + a1 * e1 + a2 * e2 + a3 * e3
+            o1[c] = o1[c] + b0 * e0 + b1 * e1 + b2 * e2 + b3 * e3
+            o2[c] = o2[c] + c0 * e0 + c1 * e1 + c2 * e2 + c3 * e3
+        k += 4
     while k < m:
         o = start + k * stride
         a0 = p[o]

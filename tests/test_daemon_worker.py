@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -180,6 +181,9 @@ def test_worker_thread_owns_the_pool(model: edge_gru.Model, tmp_path: Path) -> N
             worker.submit("s/a/v", json.dumps({"value": float(t % 5), "ts": float(t)}).encode())
         where = worker.call_soon(lambda: threading.current_thread().name).result(timeout=10)
         assert where == "edge-gru-worker"
+        deadline = time.monotonic() + 10
+        while not ran and time.monotonic() < deadline:
+            time.sleep(0.01)
     finally:
         worker.stop(drain=True)
     assert worker.queued == 0 and worker.stats.published == 30 - model.manifest.warmup + 1

@@ -330,6 +330,9 @@ class Worker:
             self._wake.notify()
         if thread is not None:
             thread.join(timeout)
+            if thread.is_alive():  # stuck in a batch: leave the pool to it rather than race it
+                event(log, logging.ERROR, "worker_stuck", timeout_s=timeout, queued=len(self._queue))
+                return
         self._thread = None
         if drain:
             while self.process_available():

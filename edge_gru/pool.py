@@ -297,6 +297,13 @@ class StreamPool:
             if ready.any():
                 y[ready] = self.model.backend.run_windows(ring[rows[ready]])
         raw = self.normalizer.denormalize(rows, y)
+        broken = ~np.isfinite(raw)
+        if broken.any():
+            # A reading near the float range (e.g. 1e300) overflowed this stream's state: restart
+            # its warm-up (and normalization) rather than keep a NaN state forever.
+            self._clear_rows(rows[broken])
+            self.normalizer.reset(rows[broken])
+            ready &= ~broken
         forecasts[idx[ready]] = raw[ready]
         status[idx[~ready]] = Status.WARMUP
         if ts is not None:

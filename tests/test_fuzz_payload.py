@@ -133,9 +133,7 @@ def test_multi_feature_readings_come_back_in_model_order(names: list[str], data:
 # -- topics ----------------------------------------------------------------------------------------
 
 # A segment of a topic template: no '/', no wildcards, no '{stream}'.
-fixed_segment = st.text(
-    st.characters(codec="utf-8", exclude_characters="/+#{}\x00"), min_size=1, max_size=12
-)
+fixed_segment = st.text(st.characters(codec="utf-8", exclude_characters="/+#{}\x00"), min_size=1, max_size=12)
 # What a stream id can be in a topic: anything but '/' (and NUL, which MQTT forbids); '+' and '#'
 # cannot be published by a client, but the mapping itself must not care.
 stream_id = st.one_of(
@@ -325,3 +323,11 @@ def test_extreme_finite_values_never_stop_the_worker(default_model: edge_gru.Mod
     calm = [json.loads(p) for p in kept.payloads if json.loads(p)["stream"] == "calm"]
     assert len(calm) == max(0, len(values) - default_model.manifest.warmup + 1)  # the calm stream is untouched
     assert all(math.isfinite(json.loads(p)["value"]) for p in kept.payloads)
+    # once the sensor is sane again the stream recovers: it warms up afresh and forecasts
+    before = len(kept.payloads)
+    n = len(values)
+    for k in range(2 * default_model.manifest.warmup + 2):
+        worker.submit("s/wild", json.dumps({"value": 20.0 + k % 3, "ts": 1000.0 + n + k}).encode())
+    while worker.process_available():
+        pass
+    assert any(json.loads(p)["stream"] == "wild" for p in kept.payloads[before:])

@@ -194,6 +194,7 @@ level = "warning"
             parent.recv()
             sent_at: dict[tuple[int, float], float] = {}
             cpu0 = cpu_s(daemon.pid)
+            t_start = time.perf_counter()
             sent = publish_phase(pub, prefix, args.streams, rate, args.seconds, k, sent_at)
             t_end = time.perf_counter()
             while time.perf_counter() - t_end < 15:  # wait for the tail, bounded
@@ -217,6 +218,7 @@ level = "warning"
             phase = {
                 "offered_per_s": rate,
                 "sent": sent,
+                "publisher_per_s": round(sent / (t_end - t_start), 1),  # what the load generator managed
                 "forecasts": len(arrivals),
                 "delivered_per_s": round(len(arrivals) / span, 1) if len(arrivals) else 0.0,
                 "dropped": dropped,

@@ -14,7 +14,10 @@
 #   --model DIR       model bundle to install as the default (default: DIR/models/default)
 #   --python PY       Python 3.11-3.13 used to make the virtual environment (default: python3)
 #   --pip-args ARGS   extra pip arguments, e.g. "--index-url URL" or "--no-index --find-links DIR"
-#   --no-precompile   do not compile the kernels now (the first start then compiles them)
+#   --kernels KIND    which compiled kernels to build: host (default: fastest, for this CPU model),
+#                     generic (any CPU of this architecture, for an image), all, or jit (numba's
+#                     JIT cache only; ahead-of-time kernels need gcc and python3-dev)
+#   --no-precompile   do not compile the kernels now (the first start compiles them)
 #
 # What goes where (ROOT is empty without --prefix):
 #   ROOT/opt/edge-gru/venv -> venvs/<stamp>   the virtual environment: edge-gru[device], no TensorFlow
@@ -28,9 +31,9 @@
 # to in one step (a failed upgrade leaves the old one serving), then the service restarts.
 set -euo pipefail
 
-ROOT="" SRC="" WHEEL="" MODEL="" PY="python3" PIP_ARGS="" UNINSTALL=0 PURGE=0 PRECOMPILE=1
+ROOT="" SRC="" WHEEL="" MODEL="" PY="python3" PIP_ARGS="" UNINSTALL=0 PURGE=0 PRECOMPILE=1 KERNELS="host"
 
-usage() { sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit "${1:-0}"; }
 say() { printf 'edge-gru install: %s\n' "$*"; }
 die() { printf 'edge-gru install: error: %s\n' "$*" >&2; exit 1; }
 
@@ -47,10 +50,16 @@ while [ $# -gt 0 ]; do
     --uninstall) UNINSTALL=1; shift ;;
     --purge) PURGE=1; shift ;;
     --no-precompile) PRECOMPILE=0; shift ;;
+    --kernels) KERNELS="${2:?--kernels needs host, generic, all or jit}"; shift 2 ;;
     -h|--help) usage 0 ;;
     *) printf 'edge-gru install: unknown argument %s\n\n' "$1" >&2; usage 2 ;;
   esac
 done
+
+case "$KERNELS" in
+  host|generic|all|jit) ;;
+  *) die "--kernels $KERNELS: choose host, generic, all or jit" ;;
+esac
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 if [ -n "$ROOT" ]; then
@@ -165,7 +174,8 @@ else
 fi
 say "installing edge-gru[device] (numba, paho-mqtt, LiteRT; no TensorFlow)"
 # shellcheck disable=SC2086  # PIP_ARGS is a list of words on purpose
-"$NEW/bin/python" -m pip install --quiet --disable-pip-version-check $PIP_ARGS "$target" \
+# setuptools: numba builds the ahead-of-time kernels with it (Python 3.12+ venvs lack it)
+"$NEW/bin/python" -m pip install --quiet --disable-pip-version-check $PIP_ARGS "$target" setuptools \
   || die "pip could not install $target (see above); the running installation is untouched"
 # -I: isolated, so that no edge_gru in the current directory shadows the installed one
 if "$NEW/bin/python" -I -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("tensorflow") is None)'; then
@@ -207,29 +217,54 @@ else
   say "wrote the config $CONF: set [mqtt] host, port and credentials there"
 fi
 mv "$CONF_DIR/.edge-gru.toml.example.new" "$CONF.example"
-if ! "$NEW/bin/edge-gru" serve --config "$CONF" --check >"$work/check.log" 2>&1; then
+
+# ---------------------------------------------------------------------------- kernels, check
+# The daemon's own start-up checks (config, bundle, backend, state dir). Loading the model
+# runs it once, which compiles exactly the kernels the daemon will use into the cache, so
+# the first start is fast. With --no-precompile the check uses the numpy backend instead.
+mkdir -p "$CACHE"
+check_env=("NUMBA_CACHE_DIR=$CACHE")
+if [ "$PRECOMPILE" -eq 1 ] && [ "$KERNELS" != "jit" ]; then
+  if "$NEW/bin/edge-gru" --help 2>/dev/null | grep -q '^ *build-kernels'; then
+    variants="$KERNELS"
+    say "compiling the $variants kernels ahead of time into $CACHE (a minute or two)"
+    if NUMBA_CACHE_DIR="$CACHE" "$NEW/bin/edge-gru" build-kernels --out "$CACHE" --variant "$variants"; then
+      say "the daemon will run the compiled kernels without importing numba (less memory, faster start)"
+    else
+      say "warning: ahead-of-time kernels could not be built (they need gcc and the Python headers:"
+      say "  apt-get install gcc python3-dev); the daemon uses numba's JIT, compiled into the cache now"
+    fi
+  fi
+fi
+if [ "$PRECOMPILE" -eq 1 ]; then
+  say "checking $CONF (and compiling what the daemon runs into $CACHE)"
+else
+  check_env+=("EDGE_GRU_MODEL_BACKEND=numpy")
+  say "checking $CONF (kernels not compiled: the first start compiles them)"
+fi
+run_check() {
+  # with the per-device overrides the unit's EnvironmentFile= gives the daemon
+  if [ -f "$CONF_DIR/edge-gru.env" ]; then
+    set -a
+    # shellcheck disable=SC1091
+    . "$CONF_DIR/edge-gru.env"
+    set +a
+  fi
+  exec env "${check_env[@]}" "$NEW/bin/edge-gru" serve --config "$CONF" --check
+}
+if ! (run_check) >"$work/check.log" 2>&1; then
   sed 's/^/  /' "$work/check.log" >&2
   say "warning: $CONF does not pass 'edge-gru serve --check' (above); fix it before starting the service"
-fi
-
-# ---------------------------------------------------------------------------- kernels
-if [ "$PRECOMPILE" -eq 1 ]; then
-  mkdir -p "$CACHE"
-  if "$NEW/bin/edge-gru" --help 2>/dev/null | grep -q '^ *build-kernels'; then
-    say "compiling the kernels ahead of time into $CACHE"
-    NUMBA_CACHE_DIR="$CACHE" "$NEW/bin/edge-gru" build-kernels --out "$CACHE" \
-      || die "edge-gru build-kernels failed (see above); --no-precompile skips it"
-  else
-    say "compiling the kernels into the cache $CACHE"
+  if [ "$PRECOMPILE" -eq 1 ]; then
+    say "compiling the kernels for the default model instead"
     NUMBA_CACHE_DIR="$CACHE" "$NEW/bin/python" -I -c '
 import sys
+import numpy as np
 import edge_gru
-from edge_gru import kernels
-kernels.warm_up()
 model = edge_gru.load(sys.argv[1], backend="numba")
-pool = model.pool(4)
-for t in range(3):
-    pool.update(["a", "b"], [1.0 + t, 2.0 + t], [1e9 + t, 1e9 + t])
+m = model.manifest
+model.predict(np.zeros((1, max(m.window, 1), m.input_features)))
+model.pool(2).update(["a"], np.zeros((1, m.input_features)) if m.input_features > 1 else [0.0])
 ' "$OPT/models/default" || die "compiling the kernels failed (see above); --no-precompile skips it"
   fi
 fi

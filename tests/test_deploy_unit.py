@@ -15,38 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy_support import DEPLOY, replace_once
+from tests.deploy_support import DEPLOY, replace_once, systemd_analyze, verify_problems
 
 pytestmark = pytest.mark.timeout(120)
 
 UNIT = DEPLOY / "edge-gru.service"
 EXEC = "/opt/edge-gru/venv/bin/edge-gru"
-
-
-def systemd_analyze() -> str:
-    found = shutil.which("systemd-analyze")
-    if found is None:
-        raise RuntimeError("systemd-analyze is missing: apt-get install -y systemd (.ci/run installs it)")
-    return found
-
-
-def verify_problems(unit: Path) -> list[str]:
-    """Everything ``systemd-analyze verify`` reports about ``unit``: its exit status and its warnings.
-
-    verify exits 0 on many warnings (an unknown key, a bad value), so its output counts too.
-    Lines about other units on the machine (their own files, which may use system calls
-    this systemd does not know) are not the unit's problem and are left out.
-    """
-    env = {**os.environ, "SYSTEMD_LOG_LEVEL": "notice", "SYSTEMD_LOG_COLOR": "0", "SYSTEMD_PAGER": ""}
-    out = subprocess.run(
-        [systemd_analyze(), "verify", "--man=no", str(unit)], capture_output=True, text=True, env=env, timeout=60
-    )
-    lines = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
-    foreign = ("/lib/systemd/", "/usr/lib/systemd/", "/etc/systemd/system/")
-    problems = [line for line in lines if not line.startswith(foreign)]
-    if out.returncode != 0:
-        problems.insert(0, f"exit status {out.returncode}")
-    return problems
 
 
 def rendered_unit(tmp_path: Path, text: str | None = None) -> Path:

@@ -9,7 +9,7 @@
 # valid) and re-issues the others. Clients need only ca.crt; keep ca.key offline if you can.
 set -euo pipefail
 
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit "${1:-0}"; }
 die() { echo "make-certs.sh: $*" >&2; exit 1; }
 
 out="" days=825 owner=""

@@ -12,6 +12,8 @@ import json
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -256,3 +258,84 @@ def test_any_manifest_field_with_any_value_is_refused_or_served(
             node[path[-1]] = data.draw(json_leaf)
     (bundle / MANIFEST).write_text(json.dumps(manifest))
     load_or_refuse(bundle, work)
+
+
+# -- TFLite step models: a damaged flatbuffer must be refused, never crash the process -------------
+
+TFLITE_PROBE = """
+import sys, json
+import numpy as np
+import edge_gru
+from edge_gru.errors import EdgeGruError
+out = []
+for path in sys.argv[1:]:
+    try:
+        model = edge_gru.load(path, backend="tflite")
+        m = model.manifest
+        # what the daemon does before serving a bundle: a window and one serving step from zero
+        y = model.predict(np.zeros((1, max(m.window, 1), m.input_features)))
+        s = model.backend.step(
+            np.zeros((1, m.input_features), np.float32), np.zeros((1, m.units), np.float32), np.zeros(1, np.int64)
+        )
+        out.append("ok")
+    except EdgeGruError as exc:
+        out.append("refused:" + type(exc).__name__)
+    except Exception as exc:
+        out.append("other:" + type(exc).__name__ + ":" + str(exc)[:120])
+    print(json.dumps(out[-1]), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def tflite_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from edge_gru.bundle import STEP_F32, write_bundle
+    from edge_gru.train.tflite_export import convert_float
+    from tests.bundles import random_weights
+
+    root = tmp_path_factory.mktemp("tflite")
+    base = make_bundle(root / "plain", units=6, seed=1, name="t")
+    weights = random_weights(6, 1, seed=1)
+    write_bundle(root / "t", base.manifest, weights, extra_files={STEP_F32: convert_float(weights)})
+    return root / "t"
+
+
+def test_damaged_tflite_step_models_are_refused_without_crashing(tflite_bundle: Path, tmp_path: Path) -> None:
+    from edge_gru.bundle import STEP_F32
+
+    original = (tflite_bundle / STEP_F32).read_bytes()
+    rng = np.random.default_rng(5)
+    paths = []
+    for i in range(40):
+        data = bytearray(original)
+        if i % 3 == 0:
+            for at in rng.choice(len(data), size=int(rng.integers(1, 9)), replace=False):
+                data[at] ^= int(rng.integers(1, 256))
+        elif i % 3 == 1:
+            data = data[: int(rng.integers(0, len(data)))]
+        else:
+            for at in rng.choice(len(data) - 4, size=int(rng.integers(1, 4)), replace=False):
+                data[at : at + 4] = rng.bytes(4)
+        bundle = tmp_path / f"m{i}"
+        shutil.copytree(tflite_bundle, bundle)
+        (bundle / STEP_F32).write_bytes(bytes(data))
+        refresh_checksum(bundle, STEP_F32)
+        paths.append(str(bundle))
+    swapped = tmp_path / "swapped"
+    shutil.copytree(tflite_bundle, swapped)
+    (swapped / STEP_F32).write_bytes((tflite_bundle / WEIGHTS).read_bytes())
+    refresh_checksum(swapped, STEP_F32)
+    proc = subprocess.run(
+        [sys.executable, "-c", TFLITE_PROBE, str(tflite_bundle), str(swapped), *paths],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    outcomes = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert proc.returncode == 0, (
+        f"the process died ({proc.returncode}) after {len(outcomes)} bundles: {proc.stderr[-2000:]}"
+    )
+    assert outcomes[0] == "ok"  # the undamaged bundle serves: the probe can tell
+    assert outcomes[1].startswith("refused:")
+    others = [o for o in outcomes if not (o == "ok" or o.startswith("refused:"))]
+    assert not others, others
+    assert sum(o.startswith("refused:") for o in outcomes) >= 10

@@ -51,10 +51,11 @@ class DeployBroker(Broker):
     ``port`` is the TLS listener; ``plain_port`` the loopback plain listener.
     """
 
-    def __init__(self, workdir: Path, *, certs: Path, passwd: Path, acl: Path) -> None:
+    def __init__(self, workdir: Path, *, certs: Path, passwd: Path, acl: Path, as_root: bool = True) -> None:
         super().__init__(workdir)
         self.plain_port = free_port()
         self.certs, self.passwd, self.acl = certs, passwd, acl
+        self.as_root = as_root
 
     def write_config(self) -> None:
         conf = (MOSQUITTO / "edge-gru.conf").read_text()
@@ -67,8 +68,8 @@ class DeployBroker(Broker):
         )
         conf = replace_once(conf, "\nacl_file /etc/mosquitto/edge-gru.acl\n", f"\nacl_file {self.acl}\n")
         self.config_path.write_text(
-            # test-only: run as the current user, keep state and log in the work directory
-            "user root\n" * (os.geteuid() == 0)
+            # test-only: keep state and log in the work directory (and, if asked, stay root)
+            "user root\n" * (os.geteuid() == 0 and self.as_root)
             + f"persistence true\npersistence_location {self.workdir}/\n"
             + f"log_dest file {self.log_path}\nlog_type all\n"
             + conf

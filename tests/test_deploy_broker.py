@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
+import shutil
 import signal
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -48,21 +51,43 @@ class SecureBroker:
         return self.broker.port
 
 
+def _mosquitto_user() -> tuple[int, int] | None:
+    """(uid, gid) of the account a root-started mosquitto drops to, when we are root and it exists."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam("mosquitto")
+    except KeyError:
+        return None
+    return entry.pw_uid, entry.pw_gid
+
+
 @pytest.fixture(scope="module")
-def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
-    work = tmp_path_factory.mktemp("secure-broker")
+def secure() -> Iterator[SecureBroker]:
+    # As deploy/mosquitto/README.md sets it up: when we are root, mosquitto drops to its own
+    # user before reading the key and the password file, so the README's ownership must work.
+    # (Outside pytest's 0700 temp root, which that user could not enter.)
+    work = Path(tempfile.mkdtemp(prefix="edge-gru-broker-"))
+    work.chmod(0o755)
+    account = _mosquitto_user()
     certs, other = work / "certs", work / "other-ca"
-    make_certs(certs, "--host", "localhost", "--ip", "127.0.0.1", "--client", "boiler")
+    owner = ("--owner", "mosquitto") if account else ()
+    make_certs(certs, "--host", "localhost", "--ip", "127.0.0.1", "--client", "boiler", *owner)
     make_certs(other, "--host", "localhost", "--ip", "127.0.0.1")
     passwd = work / "passwd"
     write_passwords(passwd, PASSWORDS)
     # The shipped ACL, plus one test-only user that may read everything, to watch what gets through.
     acl = work / "acl"
     acl.write_text((MOSQUITTO / "edge-gru.acl").read_text() + "\nuser auditor\ntopic read #\n")
-    broker = DeployBroker(work / "mosquitto", certs=certs, passwd=passwd, acl=acl)
+    broker = DeployBroker(work / "mosquitto", certs=certs, passwd=passwd, acl=acl, as_root=False)
+    if account:
+        os.chown(passwd, 0, account[1])  # root:mosquitto 0640, as the README says
+        passwd.chmod(0o640)
+        os.chown(broker.workdir, *account)  # its persistence directory and log
     broker.start()
     yield SecureBroker(broker, certs, other)
     broker.stop()
+    shutil.rmtree(work, ignore_errors=True)
 
 
 class Client:

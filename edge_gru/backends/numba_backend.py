@@ -47,7 +47,8 @@ class NumbaBackend(Backend):
     def __init__(self, bundle: Bundle, kernels: str | None = None) -> None:
         super().__init__(bundle)
         self._kernels, self.kernel_kind = resolve_kernels(kernels or aot.kernel_choice())
-        log.debug("numba backend uses %s kernels", self.kernel_kind)
+        where = getattr(self._kernels, "path", None)
+        log.info("numba backend: %s kernels%s", self.kernel_kind, f" from {where}" if where else "")
         self.packed = bundle.weights.packed()
         self._scratch = np.zeros(tile_scratch_size(self.units, self.features), dtype=np.float32)
         self._y = np.zeros(0, dtype=np.float32)

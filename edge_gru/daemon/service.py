@@ -108,11 +108,13 @@ class Service:
         self._wake = threading.Event()
         self._reload_requested = False
         self.stopping = False
+        self.left_to_broker = 0  # readings not acknowledged while stopping (redelivered next run)
         self.config_path: str | None = None if cfg.source == "<defaults>" else cfg.source
 
     # -- MQTT callbacks (network thread) ---------------------------------------------------------
     def _on_message(self, topic: str, payload: bytes, received: float) -> bool:
         if self.stopping:
+            self.left_to_broker += 1
             return False  # not acknowledged: the broker redelivers it to the next run
         self.worker.submit(topic, payload, received)
         return True
@@ -276,6 +278,7 @@ class Service:
             dropped=snap["dropped_total"],
             streams=snap["streams"],
             checkpoints=self.checkpointer.saves,
+            left_to_broker=self.left_to_broker,
         )
         self.notifier.close()
 

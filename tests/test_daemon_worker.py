@@ -206,3 +206,42 @@ def test_replacing_the_model_keeps_state_only_for_the_same_bundle(model: edge_gr
     expected = ref.update(["a"] * 13, np.arange(13.0), np.arange(13.0))[-1]
     assert pub.messages[-1][1]["backend"] == "numpy"
     assert pub.messages[-1][1]["value"] == pytest.approx(expected, rel=1e-5, abs=1e-5)
+
+
+def test_resources_stay_bounded_under_stream_churn(model: edge_gru.Model) -> None:
+    """New streams keep appearing (sensors replaced, ids with serial numbers): state, queue and memory stay bounded."""
+    import tracemalloc
+
+    clock = [0.0]
+    pub = Collector()
+    pub.publish = lambda topic, payload, *, qos=1, retain=False: None  # type: ignore[method-assign]
+    worker = make_worker(
+        model, pub, max_streams=200, idle_timeout_s=50.0, queue_size=1000, clock=lambda: clock[0], batch_size=256
+    )
+    announced: list[str] = []
+    worker.on_first_forecast = announced.append
+
+    def churn(round_: int) -> None:
+        for step in range(20):  # 20 readings for each of 100 streams that exist only in this round
+            clock[0] += 10.0
+            for s in range(100):
+                worker.submit(f"s/r{round_}-{s}/v", json.dumps({"value": float(step % 4), "ts": clock[0]}).encode())
+            while worker.process_available():
+                pass
+            assert worker.queued == 0
+        worker.expire_idle()
+
+    for r in range(3):  # warm up allocator, caches and the pool's arrays
+        churn(r)
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    for r in range(3, 13):
+        churn(r)
+        assert len(worker.pool) <= 200
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    growth = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    assert growth < 256 * 1024, f"{growth} bytes retained after 20,000 readings from 1,000 short-lived streams"
+    assert worker.pool.expired >= 1000 and len(worker._announced) <= 4 * 200
+    assert worker.stats.dropped.get("stream_limit", 0) == 0  # idle streams made room
+    accounted(worker)

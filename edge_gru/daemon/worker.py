@@ -360,7 +360,9 @@ class Worker:
                     task.fn()
                 except Exception:  # a failing task is logged and retried next time
                     log.exception("periodic_task_failed", extra={"fields": {"task": task.name}})
-                task.due = max(task.due + task.interval_s, now)
+                task.due += task.interval_s
+                if task.due <= now:  # fell behind (a long batch, a suspended device): no catch-up burst
+                    task.due = now + task.interval_s
             wait = min(wait, task.due - now)
         return max(wait, 0.0)
 

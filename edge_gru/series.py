@@ -206,7 +206,8 @@ def _check_times(times: np.ndarray, source: str, column: str, *, first_line: int
     if not np.isfinite(times).all():
         bad = int(np.flatnonzero(~np.isfinite(times))[0])
         raise DataError(f"{source}: line {bad + first_line}, time column {column!r} is not a finite number")
-    steps = np.diff(times)
+    with np.errstate(over="ignore", invalid="ignore"):
+        steps = np.diff(times)
     if (steps <= 0).any():
         bad = int(np.flatnonzero(steps <= 0)[0]) + 1
         raise DataError(
@@ -218,7 +219,8 @@ def _check_times(times: np.ndarray, source: str, column: str, *, first_line: int
 def _median_period(times: np.ndarray | None) -> float | None:
     if times is None or times.shape[0] < 2:
         return None
-    return float(np.median(np.diff(times)))
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(np.median(np.diff(times)))
 
 
 def _segments(values: np.ndarray, times: np.ndarray | None, period: float | None) -> tuple[tuple[int, int], ...]:
@@ -227,7 +229,8 @@ def _segments(values: np.ndarray, times: np.ndarray | None, period: float | None
     breaks = ~valid
     starts_new = np.zeros(values.shape[0], dtype=bool)
     if times is not None and period:
-        starts_new[1:] = np.diff(times) > SEGMENT_GAP * period
+        with np.errstate(over="ignore", invalid="ignore"):
+            starts_new[1:] = np.diff(times) > SEGMENT_GAP * period
     segments = []
     start = None
     for i in range(values.shape[0]):

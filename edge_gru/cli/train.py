@@ -53,6 +53,13 @@ from edge_gru.errors import EdgeGruError
     show_default=True,
     help="Stateful mode: steps per truncated back-propagation chunk.",
 )
+@click.option(
+    "--loss",
+    type=click.Choice(["mse", "mae", "huber"]),
+    default="mse",
+    show_default=True,
+    help="Training loss; huber/mae favour the median, which MAE comparisons reward on spiky data.",
+)
 @click.option("--no-int8", is_flag=True, help="Skip the int8 TFLite model.")
 @click.option("--name", default=None, help="Bundle name (default: the output folder's name).")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json instead of the table.")
@@ -76,6 +83,7 @@ def train(
     normalization: str,
     halflife: float,
     bptt: int,
+    loss: str,
     no_int8: bool,
     name: str | None,
     as_json: bool,
@@ -92,7 +100,7 @@ def train(
     from edge_gru.series import read_series
 
     try:
-        from edge_gru.train.trainer import TrainConfig
+        from edge_gru.train.trainer import TrainConfig, jsonable
         from edge_gru.train.trainer import train as run
     except ImportError as exc:
         raise click.ClickException(f"training needs TensorFlow: pip install 'edge-gru[train]' ({exc})") from exc
@@ -114,6 +122,7 @@ def train(
             normalization=normalization,
             halflife=halflife,
             bptt=bptt,
+            loss=loss,
             int8=not no_int8,
             name=name or Path(out).name or "model",
         )
@@ -122,6 +131,6 @@ def train(
     except EdgeGruError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
-        click.echo(json.dumps(result.metrics, indent=2, default=str))
+        click.echo(json.dumps(jsonable(result.metrics), indent=2))
     else:
         click.echo(f"wrote {result.bundle.path} ({result.bundle.id})")

@@ -117,14 +117,17 @@ def prepare(series: Series, split: Split, normalization: Normalization) -> Prepa
     return Prepared(series, split, z, offset, scale, target, 1.0)
 
 
-def with_balanced_weights(items: Sequence[Prepared], *, settle: int = 0) -> list[Prepared]:
-    """Weight each series by 1 / (its persistence MSE in network units) so smooth and jumpy series count alike."""
+def with_balanced_weights(items: Sequence[Prepared], *, settle: int = 0, absolute: bool = False) -> list[Prepared]:
+    """Weight each series by 1 / (its persistence loss in network units) so smooth and jumpy series count alike.
+
+    ``absolute``: the loss is MAE-like, so the persistence loss is the mean absolute target.
+    """
     out = []
     for p in items:
         # skip the first rows, where causal statistics are still settling
         t = p.target[min(settle, p.split.train // 2) : p.split.train]
         t = t[np.isfinite(t)]
-        persistence = float(np.mean(t * t)) if t.size else 1.0
+        persistence = (float(np.mean(np.abs(t))) if absolute else float(np.mean(t * t))) if t.size else 1.0
         out.append(Prepared(p.series, p.split, p.z, p.offset, p.scale, p.target, 1.0 / max(persistence, 1e-8)))
     mean_w = float(np.mean([p.weight for p in out]))
     return [Prepared(p.series, p.split, p.z, p.offset, p.scale, p.target, p.weight / mean_w) for p in out]

@@ -191,6 +191,54 @@ def test_serve_check_refuses_a_broken_config(installed: Installed, tmp_path: Pat
     assert "model.backend" in out.stderr
 
 
+MDWE_EXEC = """
+import ctypes, os, sys
+PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
+if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0:
+    sys.exit(f"PR_SET_MDWE unsupported (errno {ctypes.get_errno()})")
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+def test_memory_deny_write_execute_breaks_the_jit_but_not_the_compiled_kernels(
+    installed: Installed, tmp_path: Path
+) -> None:
+    """Why the unit leaves MemoryDenyWriteExecute= off: under the kernel's equivalent
+    (PR_SET_MDWE, inherited across exec) numba cannot JIT at all. The ahead-of-time kernels
+    need no writable-executable memory."""
+    base = [
+        str(installed.python),
+        "-I",
+        "-c",
+        MDWE_EXEC,
+        str(installed.exe),
+        "serve",
+        "--config",
+        str(installed.config),
+    ]
+    env = {**os.environ, "EDGE_GRU_MODEL_BACKEND": "numba"}
+    jit = subprocess.run(
+        [*base, "--check"],
+        env={**env, "EDGE_GRU_KERNELS": "jit", "NUMBA_CACHE_DIR": str(tmp_path / "jit-cache")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if "PR_SET_MDWE unsupported" in jit.stderr:
+        pytest.skip(f"this kernel has no PR_SET_MDWE (Linux >= 6.3): {jit.stderr.strip()}")
+    assert jit.returncode != 0
+    assert "executable memory" in jit.stderr, jit.stderr[-2000:]
+    aot = subprocess.run(
+        [*base, "--check"],
+        env={**env, "EDGE_GRU_KERNELS": "aot", "NUMBA_CACHE_DIR": str(installed.cache)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert aot.returncode == 0, aot.stdout + aot.stderr
+    assert json.loads(aot.stdout)["backend"] == "numba"
+
+
 def _as_unprivileged() -> list[str]:
     """Run as nobody when we are root (DynamicUser= is never root); as ourselves otherwise."""
     if os.geteuid() != 0:

@@ -104,6 +104,7 @@ if [ "$UNINSTALL" -eq 1 ]; then
   fi
   if use_systemctl; then
     systemctl daemon-reload
+    systemctl reset-failed edge-gru.service 2>/dev/null || true
   fi
   exit 0
 fi
@@ -121,7 +122,7 @@ command -v "$PY" >/dev/null 2>&1 || die "$PY not found (apt-get install python3 
 pyver="$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 case "$pyver" in
   3.11|3.12|3.13) ;;
-  3.[0-9]|3.10) die "$PY is Python $pyver; edge-gru needs 3.11 or newer (--python PATH)" ;;
+  2.*|3.[0-9]|3.10) die "$PY is Python $pyver; edge-gru needs 3.11 or newer (--python PATH)" ;;
   *) say "warning: Python $pyver is newer than the tested 3.11-3.13; numba may have no wheel for it yet" ;;
 esac
 "$PY" -c 'import venv, ensurepip' 2>/dev/null || die "$PY cannot make virtual environments (apt-get install python3-venv)"

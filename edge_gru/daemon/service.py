@@ -200,14 +200,19 @@ class Service:
         if threading.current_thread() is threading.main_thread():
             self.install_signal_handlers()
         self.start()
+        code = 0
         while not self._stop.is_set():
             self._wake.wait(1.0)
             self._wake.clear()
             if self._reload_requested and not self._stop.is_set():
                 self._reload_requested = False
                 self.reload()
+            if not self.worker.alive:  # cannot happen by design; if it does, let systemd restart us
+                event(log, logging.CRITICAL, "worker_died", detail="exiting so that the service manager restarts")
+                code = 1
+                break
         self.shutdown()
-        return 0
+        return code
 
     def reload(self) -> bool:
         """Load the bundle named by the (re-read) config; on any error keep the current model."""
@@ -240,11 +245,16 @@ class Service:
                 sections=",".join(changed),
                 detail="only [model] is reloaded; restart the service to apply the others",
             )
-        self.worker.call_soon(lambda: self.worker.replace_model(model)).result(timeout=60)
+        try:
+            self.worker.call_soon(lambda: self.worker.replace_model(model)).result(timeout=60)
+        except Exception as exc:  # e.g. the worker is stuck: the watchdog deals with that, not the reload
+            event(log, logging.ERROR, "reload_failed", reason=repr(exc), model=self.worker.model.id)
+            self.notifier.ready(self.summary())
+            return False
         self.model = model
         self.cfg = dataclasses.replace(self.cfg, model=cfg.model)
         if model.id != old.id:
-            self.worker.call_soon(self.checkpoint).result(timeout=60)
+            self.worker.call_soon(self.checkpoint)  # the old bundle's checkpoint no longer applies
         event(
             log,
             logging.INFO,

@@ -145,6 +145,11 @@ class Worker:
             self._warnings.warn(reason, "dropped_reading", topic=topic, reason=reason, detail=detail)
 
     @property
+    def alive(self) -> bool:
+        """Whether the worker thread runs (False before start and after stop)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
     def queued(self) -> int:
         return len(self._queue)
 

@@ -188,3 +188,36 @@ def test_wrong_password_is_refused_clearly_and_retried(
     assert "wrong-pw-1" not in rendered(caplog)
     refused = [r for r in caplog.records if r.getMessage() == "mqtt_connect_refused"]
     assert "password" in refused[0].fields["hint"]  # type: ignore[attr-defined]
+
+
+def test_a_second_client_with_the_same_id_is_named_in_the_log(
+    tls_broker: tuple[Broker, int, Path], tmp_path: Path, topic_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two clients with one client_id take the session from each other forever; the log must say why."""
+    broker, _, _ = tls_broker
+    path = tmp_path / "dup.toml"
+    path.write_text(
+        f"[mqtt]\nhost = '{broker.host}'\nport = {broker.port}\nclient_id = 'dup-{topic_prefix}'\n"
+        f"reconnect_min_s = 0.2\nreconnect_max_s = 0.5\n[state]\ndir = '{tmp_path}'\n"
+    )
+    service = Service(load_config(path, environ={}), model=edge_gru.load(DEFAULT_MODEL, backend="numpy"))
+    intruder = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"dup-{topic_prefix}", protocol=mqtt.MQTTv5)
+    intruder.reconnect_delay_set(0.2, 0.5)  # type: ignore[arg-type]
+    with caplog.at_level(logging.INFO, logger="edge_gru"):
+        service.start()
+        try:
+            assert service.mqtt.ready.wait(20)
+            intruder.connect(broker.host, broker.port)
+            intruder.loop_start()
+
+            def hinted() -> list[logging.LogRecord]:
+                return [r for r in caplog.records if "hint" in getattr(r, "fields", {})]
+
+            deadline = time.monotonic() + 20
+            while not hinted() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            intruder.loop_stop()
+            intruder.disconnect()
+            service.shutdown(timeout=2)
+    assert hinted() and "client_id" in hinted()[0].fields["hint"]  # type: ignore[attr-defined]

@@ -34,6 +34,7 @@ from edge_gru.daemon.logs import event
 
 log = logging.getLogger(__name__)
 
+SHORT_CONNECTION_S = 30.0  # connections this short, several in a row, mean something fights us for the session
 ONLINE = b"online"
 OFFLINE = b"offline"
 
@@ -62,6 +63,8 @@ class MqttClient:
         self.last_error: str | None = None
         self._sub_mid: int | None = None
         self._closing = False
+        self._connected_at = time.monotonic()
+        self._short_connections = 0
         self.v5 = cfg.protocol == "5"
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -161,6 +164,7 @@ class MqttClient:
             )
             return
         self.connects += 1
+        self._connected_at = time.monotonic()
         if self.connects > 1:
             self.reconnects += 1
         self.connected.set()
@@ -211,13 +215,23 @@ class MqttClient:
         was = self.connected.is_set()
         self.connected.clear()
         self.ready.clear()
+        lasted = time.monotonic() - self._connected_at
+        self._short_connections = self._short_connections + 1 if lasted < SHORT_CONNECTION_S else 0
+        hint = _hint(str(reason_code)) if "taken over" in str(reason_code).lower() else None
+        if self._short_connections >= 3:
+            hint = (
+                f"{self._short_connections} connections in a row lasted under {SHORT_CONNECTION_S:g} s: another client "
+                "may use the same mqtt.client_id (each daemon needs its own), or the broker refuses a topic (ACL)"
+            )
         if was and not self._closing:
             event(
                 log,
                 logging.WARNING,
                 "mqtt_connection_lost",
                 reason=str(reason_code),
+                connected_for_s=round(lasted, 1),
                 retry_within_s=self.cfg.reconnect_max_s,
+                **({"hint": hint} if hint else {}),
             )
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
@@ -239,6 +253,8 @@ def _hint(reason: str) -> str:
     lowered = reason.lower()
     if "not authorized" in lowered or "bad user" in lowered or "password" in lowered:
         return "check mqtt.username and the password (EDGE_GRU_MQTT_PASSWORD or mqtt.password_file)"
+    if "taken over" in lowered:
+        return "another client connected with the same mqtt.client_id; give each daemon its own"
     if "identifier" in lowered:
         return "the broker refused mqtt.client_id; make it unique per device"
     return "see the broker log"

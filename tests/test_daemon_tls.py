@@ -1,4 +1,4 @@
-"""The daemon over TLS (private CA, client certificate) with username/password, against a real mosquitto."""
+"""Who the daemon is to the broker: TLS (private CA, client certificate), username/password, a unique client id."""
 
 from __future__ import annotations
 

@@ -245,3 +245,22 @@ def test_resources_stay_bounded_under_stream_churn(model: edge_gru.Model) -> Non
     assert worker.pool.expired >= 1000 and len(worker._announced) <= 4 * 200
     assert worker.stats.dropped.get("stream_limit", 0) == 0  # idle streams made room
     accounted(worker)
+
+
+def test_a_gap_restarts_the_stream_like_the_pool_does(model: edge_gru.Model) -> None:
+    pub = Collector()
+    worker = make_worker(model, pub)
+    times = [60.0 * t for t in range(20)] + [60.0 * t + 3600 for t in range(20, 40)]  # an hour without readings
+    values = [20 + (t % 6) * 0.5 for t in range(40)]
+    for ts, v in zip(times, values, strict=True):
+        worker.submit("s/g/v", json.dumps({"value": v, "ts": ts}).encode())
+    while worker.process_available():
+        pass
+    ref = model.pool(1)
+    expected = {
+        ts: float(y) for ts, y in zip(times, ref.update(["g"] * 40, values, times), strict=True) if np.isfinite(y)
+    }
+    assert {doc["ts"]: doc["value"] for _, doc in pub.messages} == expected
+    assert worker.snapshot()["gap_resets"] == ref.gap_resets == 1
+    warm = model.manifest.warmup
+    assert len(expected) == 2 * (20 - warm + 1)  # warm-up again after the gap

@@ -390,6 +390,33 @@ def test_install_refuses_a_source_tree_that_is_not_one(tmp_path: Path) -> None:
     assert not (tmp_path / "root" / "opt" / "edge-gru" / "venv").exists()
 
 
+def _stub(directory: Path, name: str, script: str) -> None:
+    directory.mkdir(exist_ok=True)
+    (directory / name).write_text("#!/bin/sh\n" + script + "\n")
+    (directory / name).chmod(0o755)
+
+
+def test_install_refuses_32_bit_arm_and_points_to_the_c_export(tmp_path: Path) -> None:
+    _stub(tmp_path / "bin", "uname", 'if [ "$1" = "-m" ]; then echo armv7l; else exec /bin/uname "$@"; fi')
+    out = subprocess.run(
+        ["bash", str(INSTALL), "--prefix", str(tmp_path / "root"), "--from", str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"},
+    )
+    assert out.returncode != 0
+    assert "32-bit ARM" in out.stderr and "edge-gru export-c" in out.stderr and "64-bit OS" in out.stderr
+    assert not (tmp_path / "root" / "opt" / "edge-gru" / "venvs").exists()
+
+
+def test_install_refuses_an_old_python(tmp_path: Path) -> None:
+    _stub(tmp_path / "bin", "python3.10", "echo 3.10")
+    out = run_install(tmp_path / "root", "--from", str(ROOT), "--python", str(tmp_path / "bin" / "python3.10"))
+    assert out.returncode != 0
+    assert "needs 3.11 or newer" in out.stderr
+
+
 def test_failed_upgrade_leaves_the_installation_serving_and_a_rerun_is_idempotent(installed: Installed) -> None:
     venv_before = os.readlink(installed.opt / "venv")
     edited = installed.config.read_text() + "\n# edited on the device\n"
@@ -403,8 +430,13 @@ def test_failed_upgrade_leaves_the_installation_serving_and_a_rerun_is_idempoten
     assert [p.name for p in (installed.opt / "venvs").iterdir()] == [Path(venv_before).name]
     assert installed.config.read_text() == edited
 
+    # The check at the end of an install sees the device's overrides, as the daemon would.
+    env_file = installed.config.parent / "edge-gru.env"
+    env_file.write_text("EDGE_GRU_STATS_INTERVAL_S=-1\n")
     again = run_install(installed.root, "--from", str(ROOT), "--no-precompile")
+    env_file.unlink()
     assert again.returncode == 0, again.stdout + again.stderr
+    assert "stats.interval_s" in again.stderr and "does not pass 'edge-gru serve --check'" in again.stdout
     venv_after = os.readlink(installed.opt / "venv")
     assert venv_after != venv_before
     assert [p.name for p in (installed.opt / "venvs").iterdir()] == [Path(venv_after).name]

@@ -244,4 +244,7 @@ def encode_forecast(
 
 
 def _json_str(text: str) -> str:
+    """A JSON string literal; the common plain-ASCII case without ``json.dumps``."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
     return json.dumps(text, ensure_ascii=False)

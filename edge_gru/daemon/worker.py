@@ -11,6 +11,7 @@ simulator drives the same object synchronously through :meth:`Worker.process_ava
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -164,10 +165,10 @@ class Worker:
             popleft = self._queue.popleft
             items = [popleft() for _ in range(k)]
         ids = [it[0] for it in items]
-        values = np.array([it[1] for it in items])
-        received = np.array([it[3] for it in items])
-        given = np.array([it[2] is not None for it in items])
-        ts = np.array([it[3] if it[2] is None else it[2] for it in items])
+        values = np.concatenate([it[1] for it in items]).reshape(k, -1)
+        received = np.fromiter((it[3] for it in items), dtype=np.float64, count=k)
+        given = np.fromiter((it[2] is not None for it in items), dtype=bool, count=k)
+        ts = np.fromiter((it[3] if it[2] is None else it[2] for it in items), dtype=np.float64, count=k)
         drops: dict[str, int] = {}
         published = 0
         try:
@@ -182,28 +183,26 @@ class Worker:
             period = self.pool.period
             if period and not given.all():  # no ts given: the bundle's period still dates the forecast
                 forecast_ts = np.where(np.isnan(forecast_ts), ts + period, forecast_ts)
+            ts_list, fts_list, y_list = ts.tolist(), forecast_ts.tolist(), forecasts.tolist()
+            template, publish = self.output_template, self.publisher.publish
+            qos, retain = self.output_qos, self.output_retain
             for j, i in enumerate(forecast_rows.tolist()):
                 stream = ids[i]
-                if not np.isfinite(forecasts[i]):
+                if not math.isfinite(y_list[i]):
                     # e.g. a reading of 1e300 overflowed the stream's normalization: counted, never published
                     drops["forecast_not_finite"] = drops.get("forecast_not_finite", 0) + 1
                     self._warnings.warn("forecast_not_finite", "forecast_not_finite", stream=stream)
                     continue
                 payload = encode_forecast(
                     stream=stream,
-                    ts=float(ts[i]),
-                    forecast_ts=float(forecast_ts[i]),
-                    value=float(forecasts[i]),
+                    ts=ts_list[i],
+                    forecast_ts=fts_list[i],
+                    value=y_list[i],
                     model_id=model_id,
                     backend=backend,
                 )
                 try:
-                    self.publisher.publish(
-                        output_topic(self.output_template, stream),
-                        payload,
-                        qos=self.output_qos,
-                        retain=self.output_retain,
-                    )
+                    publish(output_topic(template, stream), payload, qos=qos, retain=retain)
                 except Exception as exc:  # counted and logged, never raised
                     drops["publish_failed"] = drops.get("publish_failed", 0) + 1
                     self._warnings.warn("publish_failed", "publish_failed", stream=stream, detail=str(exc))

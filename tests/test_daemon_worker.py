@@ -264,3 +264,33 @@ def test_a_gap_restarts_the_stream_like_the_pool_does(model: edge_gru.Model) -> 
     assert worker.snapshot()["gap_resets"] == ref.gap_resets == 1
     warm = model.manifest.warmup
     assert len(expected) == 2 * (20 - warm + 1)  # warm-up again after the gap
+
+
+@pytest.mark.parametrize("mode", ["stateful", "window"])
+def test_multi_feature_and_window_bundles_through_the_worker(tmp_path: Path, mode: str) -> None:
+    """Fields per input feature (any order, extras ignored); window-mode bundles; the bundle period dates forecasts."""
+    from tests.bundles import make_bundle
+
+    bundle = make_bundle(tmp_path / mode, features=3, mode=mode, window=4, warmup=4, sample_period_s=60.0)
+    model = edge_gru.load(bundle.path, backend="numba")
+    pub = Collector()
+    worker = make_worker(model, pub, batch_size=5)
+    rng = np.random.default_rng(2)
+    x = rng.normal(10, 2, size=(12, 2, 3))
+    for t in range(12):
+        for s in range(2):
+            doc = {"f2": x[t, s, 2], "f0": x[t, s, 0], "rssi": -70, "f1": x[t, s, 1]}
+            if s == 0:
+                doc["ts"] = 1000.0 + 60 * t  # stream b0 has timestamps, b1 has none
+            worker.submit(f"s/b{s}/v", json.dumps(doc).encode(), received=5000.0 + t)
+    while worker.process_available():
+        pass
+    ref = model.pool(4)
+    want0 = ref.update(["b0"] * 12, x[:, 0, :], 1000.0 + 60 * np.arange(12))
+    want1 = ref.update(["b1"] * 12, x[:, 1, :])
+    got = {s: [d for _, d in pub.messages if d["stream"] == s] for s in ("b0", "b1")}
+    assert [d["value"] for d in got["b0"]] == [float(v) for v in want0[np.isfinite(want0)]]
+    assert [d["value"] for d in got["b1"]] == [float(v) for v in want1[np.isfinite(want1)]]
+    assert all(d["forecast_ts"] == d["ts"] + 60.0 for d in got["b0"] + got["b1"])
+    assert [d["ts"] for d in got["b1"]] == [5000.0 + t for t in range(12) if np.isfinite(want1[t])]
+    accounted(worker)

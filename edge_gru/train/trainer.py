@@ -254,6 +254,7 @@ def train(
         "test_rmse": metrics["test"]["gru"]["rmse"],
         "test_persistence_mae": metrics["test"]["persistence"]["mae"],
         "test_persistence_rmse": metrics["test"]["persistence"]["rmse"],
+        "test_units": metrics["test"].get("units", "raw units of the target"),
         **{f"tflite_{k}": v for k, v in metrics["tflite"].items() if isinstance(v, int | float | bool)},
     }
     manifest = replace(manifest, training=training_summary)
@@ -545,17 +546,16 @@ def _calibration(
     """Closed-loop (x_t, h_prev) pairs over training segments (window mode: window-long runs from zero)."""
     rng = np.random.default_rng(cfg.seed)
     sequences = []
-    budget = 30_000
+    budget = 30_000  # steps of the numpy reference: about a second
     runs = [(p, a, b) for p in items for a, b in p.runs(0, p.split.train, min_len=2)]
     for i in rng.permutation(len(runs)):
         p, a, b = runs[i]
         if cfg.mode == "window":
-            for start in rng.integers(a, max(a + 1, b - cfg.window), size=min(50, b - a)):
+            for start in rng.integers(a, max(a + 1, b - cfg.window), size=min(200, b - a)):
                 sequences.append(p.z[start : start + cfg.window])
         else:
             sequences.append(p.z[a : min(b, a + 2000)])
-        budget -= sum(s.shape[0] for s in sequences[-50:])
-        if budget <= 0:
+        if sum(s.shape[0] for s in sequences) >= budget:
             break
     return tflite_export.calibration_states(weights, sequences, samples=cfg.calibration_samples, seed=cfg.seed)
 
@@ -639,12 +639,8 @@ def _metrics(
         metrics["test"] = next(iter(per_series.values()))
     else:
         # Unit-free summary across series: each error relative to that series' persistence error.
-        keys = [
-            k
-            for k in next(iter(per_series.values()))
-            if isinstance(per_series[next(iter(per_series))][k], dict)
-            and "mae" in per_series[next(iter(per_series))][k]
-        ]
+        first = next(iter(per_series.values()))
+        keys = [k for k, v in first.items() if isinstance(v, dict) and "mae" in v]
         summary: dict[str, Any] = {"n": sum(e["n"] for e in per_series.values()), "units": "relative to persistence"}
         for k in keys:
             summary[k] = {

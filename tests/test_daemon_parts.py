@@ -211,3 +211,20 @@ def test_two_daemons_share_one_subscription(broker: Broker, tmp_path: Path, topi
         for s in services:
             s.shutdown(timeout=2)
         pub.loop_stop()
+
+
+def test_the_serve_process_cannot_import_tensorflow() -> None:
+    """``serve`` blocks TensorFlow for its process; LiteRT still loads for the tflite backends."""
+    import subprocess
+    import sys
+
+    code = (
+        "from edge_gru.daemon.service import forbid_tensorflow\n"
+        "forbid_tensorflow()\n"
+        "try:\n    import tensorflow\nexcept ImportError:\n    print('blocked')\n"
+        "from edge_gru.backends.tflite_backend import interpreter_class\n"
+        "print(interpreter_class()[1])\n"
+        "import sys; print('tensorflow' in sys.modules and sys.modules['tensorflow'] is not None)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["blocked", "ai_edge_litert", "False"]

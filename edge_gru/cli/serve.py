@@ -22,6 +22,9 @@ def serve(config_path: str, check: bool) -> None:
 
     Exit status: 0 after SIGTERM, 78 for a bad config or bundle (systemd: RestartPreventExitStatus=78).
     """
+    from edge_gru.daemon.service import forbid_tensorflow
+
+    forbid_tensorflow()  # before anything could import it: the daemon never runs TensorFlow
     from edge_gru.daemon import logs
     from edge_gru.daemon.config import load_config
     from edge_gru.errors import EdgeGruError

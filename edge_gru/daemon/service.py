@@ -43,6 +43,17 @@ STATUS_INTERVAL_S = 10.0
 EXPIRE_INTERVAL_S = 60.0
 
 
+def forbid_tensorflow() -> None:
+    """Make ``import tensorflow`` fail in this process (the ``serve`` command calls this first).
+
+    The daemon runs on devices without TensorFlow; where LiteRT is missing, the tflite
+    backend's last fallback would otherwise pull TensorFlow (hundreds of MiB) into a
+    long-running process. With this, that backend reports that it needs LiteRT instead.
+    """
+    if sys.modules.get("tensorflow") is None:
+        sys.modules["tensorflow"] = None  # type: ignore[assignment]
+
+
 def load_model(cfg: ModelConfig) -> Model:
     """Load and smoke-test a bundle: one step from a zero state must give a finite forecast."""
     model = edge_gru.load(cfg.path, backend=cfg.backend)

@@ -162,7 +162,7 @@ def _mapped_files(pid: int) -> set[str]:
 def test_daemon_with_aot_kernels_loads_neither_numba_nor_llvmlite(
     kernel_dir: Path, broker: Broker, tmp_path: Path
 ) -> None:
-    """The daemon serves forecasts from the compiled module; no numba or llvmlite library is mapped."""
+    """The daemon serves 100 streams from the compiled module: no numba or llvmlite mapped, RSS under 64 MiB."""
     daemonproc = pytest.importorskip("tests.daemonproc")
     prefix = f"aot{os.getpid()}"
     daemon = daemonproc.Daemon(
@@ -183,14 +183,15 @@ def test_daemon_with_aot_kernels_loads_neither_numba_nor_llvmlite(
         messages = [
             (f"{prefix}/in/s{i}", json.dumps({"value": 20.0 + i + 0.1 * t, "ts": 1e9 + 60 * t}).encode())
             for t in range(15)
-            for i in range(10)
+            for i in range(100)
         ]
         publisher.publish_all(messages)
-        watcher.wait_for(lambda: len(watcher.on(f"{prefix}/out/+")) >= 10, 60, "forecasts")
+        watcher.wait_for(lambda: len(watcher.on(f"{prefix}/out/+")) >= 100, 120, "forecasts from 100 streams")
         mapped = _mapped_files(daemon.pid)
         assert any(aot.MODULE_PREFIX in path for path in mapped), "the compiled kernel module is not loaded"
         heavy = sorted(path for path in mapped if "llvmlite" in path or "/numba/" in path)
         assert heavy == []
+        assert daemon.rss_bytes() < 64 * 2**20, "the issue's memory bound for a daemon serving with AOT kernels"
         assert daemon.alive
     finally:
         publisher.close()

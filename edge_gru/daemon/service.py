@@ -198,7 +198,7 @@ class Service:
             backend=self.model.backend_name,
             config=self.cfg.source,
             streams_restored=len(self.worker.pool),
-            tensorflow_loaded="tensorflow" in sys.modules,
+            tensorflow_loaded=sys.modules.get("tensorflow") is not None,
             pid=os.getpid(),
         )
         event(log, logging.DEBUG, "config", settings=json.dumps(describe(self.cfg), default=str))

@@ -98,7 +98,7 @@ class Stats:
             "batches": self.batches,
             "reconnects": self.reconnects,
             "rss_mib": round(rss_bytes() / 2**20, 1),
-            "tensorflow_loaded": "tensorflow" in sys.modules,
+            "tensorflow_loaded": sys.modules.get("tensorflow") is not None,
             **self.extra,
         }
         if mark:

@@ -143,6 +143,16 @@ def test_a_module_built_from_other_sources_is_not_used(kernel_dir: Path, tmp_pat
     assert forced.returncode == 0, forced.stderr
     assert forced.stdout.startswith("refused:") and "edge-gru build-kernels" in forced.stdout
 
+    other_cpu = tmp_path / "other-cpu"
+    shutil.copytree(kernel_dir, other_cpu)
+    for sidecar in other_cpu.glob("*.json"):
+        info = json.loads(sidecar.read_text())
+        info["cpu"] = "another-cpu-model"  # a host build copied to a different board
+        sidecar.write_text(json.dumps(info))
+    assert aot.load_kernels([other_cpu]) is None
+    check = CliRunner().invoke(main, ["build-kernels", "--check", "--out", str(other_cpu)])
+    assert check.exit_code == 1 and "another CPU model" in check.output
+
     fallback = _run(
         """
         import edge_gru
@@ -152,6 +162,7 @@ def test_a_module_built_from_other_sources_is_not_used(kernel_dir: Path, tmp_pat
     )
     assert fallback.returncode == 0, fallback.stderr
     assert fallback.stdout.strip() == "jit"
+    assert "do not match" in fallback.stderr and "edge-gru build-kernels" in fallback.stderr
 
 
 def _mapped_files(pid: int) -> set[str]:

@@ -29,6 +29,13 @@ def resolve_kernels(choice: str = "auto") -> tuple[Any, str]:
         compiled = aot.load_kernels()
         if compiled is not None:
             return compiled, compiled.kind
+        stale = [(path, why) for path, _, why in aot.find_compiled() if why is not None]
+        if stale and choice == "auto":
+            log.warning(
+                "compiled kernels %s do not match (%s); using the numba JIT. Run `edge-gru build-kernels` again",
+                stale[0][0],
+                stale[0][1],
+            )
         if choice == "aot":
             dirs = ", ".join(str(d) for d in aot.kernel_dirs())
             raise BackendUnavailableError(

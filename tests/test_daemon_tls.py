@@ -221,3 +221,34 @@ def test_a_second_client_with_the_same_id_is_named_in_the_log(
             intruder.disconnect()
             service.shutdown(timeout=2)
     assert hinted() and "client_id" in hinted()[0].fields["hint"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("case", ["wrong_ca", "nothing_listens"])
+def test_connect_failures_say_why(
+    tls_broker: tuple[Broker, int, Path], tmp_path: Path, topic_prefix: str, caplog: pytest.LogCaptureFixture, case: str
+) -> None:
+    _, port, certs = tls_broker
+    path = config(tmp_path, free_port() if case == "nothing_listens" else port, certs, "", topic_prefix)
+    text = path.read_text()
+    if case == "wrong_ca":
+        text = text.replace(str(certs / "ca.crt"), str(certs / "client.crt"))  # not the CA that signed the broker
+    path.write_text(text)
+    service = Service(
+        load_config(path, environ={"EDGE_GRU_MQTT_PASSWORD": PASSWORD}),
+        model=edge_gru.load(DEFAULT_MODEL, backend="numpy"),
+    )
+    with caplog.at_level(logging.INFO, logger="edge_gru"):
+        service.start()
+        try:
+            deadline = time.monotonic() + 15
+            while service.mqtt.failed_attempts < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            service.shutdown(timeout=2)
+    failed = [r for r in caplog.records if r.getMessage() == "mqtt_connect_failed"]
+    assert service.mqtt.failed_attempts >= 3 and len(failed) == 1  # one warning, not one per attempt
+    fields = failed[0].fields  # type: ignore[attr-defined]
+    if case == "wrong_ca":
+        assert "SSLCertVerificationError" in fields["reason"] and "tls_ca" in fields["hint"]
+    else:
+        assert "ConnectionRefusedError" in fields["reason"] and "mqtt.port" in fields["hint"]

@@ -17,7 +17,9 @@ What a daemon that must not lose readings needs from its client:
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +36,7 @@ from edge_gru.daemon.logs import event
 
 log = logging.getLogger(__name__)
 
+CONNECT_FAIL_LOG_S = 60.0  # while the broker stays unreachable, one warning a minute
 SHORT_CONNECTION_S = 30.0  # connections this short, several in a row, mean something fights us for the session
 ONLINE = b"online"
 OFFLINE = b"offline"
@@ -65,6 +68,8 @@ class MqttClient:
         self._closing = False
         self._connected_at = time.monotonic()
         self._short_connections = 0
+        self.failed_attempts = 0  # since the last successful connect
+        self._last_fail_log = 0.0
         self.v5 = cfg.protocol == "5"
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -164,6 +169,7 @@ class MqttClient:
             )
             return
         self.connects += 1
+        self.failed_attempts = 0
         self._connected_at = time.monotonic()
         if self.connects > 1:
             self.reconnects += 1
@@ -208,8 +214,24 @@ class MqttClient:
             self.on_ready()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        self.last_error = "connection failed"
-        event(log, logging.DEBUG, "mqtt_connect_failed", host=self.cfg.host, port=self.cfg.port)
+        # paho calls this while handling the OSError of the attempt, so the cause is at hand
+        exc = sys.exc_info()[1]
+        reason = f"{type(exc).__name__}: {exc}" if exc is not None else "connection failed"
+        self.last_error = reason
+        self.failed_attempts += 1
+        now = time.monotonic()
+        if self.failed_attempts == 1 or now - self._last_fail_log >= CONNECT_FAIL_LOG_S:
+            self._last_fail_log = now
+            event(
+                log,
+                logging.WARNING,
+                "mqtt_connect_failed",
+                host=self.cfg.host,
+                port=self.cfg.port,
+                reason=reason,
+                attempts=self.failed_attempts,
+                hint=_connect_hint(exc),
+            )
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         was = self.connected.is_set()
@@ -247,6 +269,18 @@ class MqttClient:
             accept = True
         if accept:
             client.ack(msg.mid, msg.qos)
+
+
+def _connect_hint(exc: BaseException | None) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return "the broker's certificate does not verify: check mqtt.tls_ca and that mqtt.host matches the certificate"
+    if isinstance(exc, ssl.SSLError):
+        return "TLS failed: check mqtt.tls_ca, tls_cert and tls_key, and that mqtt.port is the broker's TLS port"
+    if isinstance(exc, ConnectionRefusedError):
+        return "nothing listens there: check mqtt.host and mqtt.port and that the broker runs"
+    if isinstance(exc, socket.gaierror):
+        return "mqtt.host does not resolve"
+    return "retrying with back-off; check the network and the broker"
 
 
 def _hint(reason: str) -> str:

@@ -284,7 +284,8 @@ class Service:
         self.notifier.stopping()
         event(log, logging.INFO, "stopping", queued=self.worker.queued)
         self.worker.stop(drain=True, timeout=timeout)
-        self.checkpoint()
+        if not self.worker.alive:  # a stuck worker keeps the pool: the last periodic checkpoint stands
+            self.checkpoint()
         deadline = time.monotonic() + timeout
         while self.mqtt.connected.is_set() and self.mqtt.queued_out and time.monotonic() < deadline:
             time.sleep(0.01)  # let paho send the last forecasts

@@ -281,7 +281,13 @@ def test_daemon_over_tls_and_the_acl_stops_forged_publishes(secure: SecureBroker
         wait_until(lambda: len(auditor.received("sensors/boiler/")) == readings, 30, "the boiler readings")
         wait_until(lambda: len(dashboard.received("predictions/boiler")) > 0, 30, "a forecast for boiler")
         forecasts = [json.loads(p) for _, p in dashboard.received("predictions/")]
-        time.sleep(1.0)  # a stats period, for anything late to show up
+
+        def stats() -> list[dict[str, int]]:
+            return [json.loads(p) for _, p in dashboard.received(f"edge-gru/{NODE}/stats")]
+
+        # The daemon has taken in every boiler reading; a stats period later, anything late shows up.
+        wait_until(lambda: any(s["received"] >= readings for s in stats()), 30, "stats counting the readings")
+        time.sleep(1.0)
 
         # Nothing forged got through: not to the auditor who reads everything, not to the dashboard.
         assert auditor.received("sensors/kettle") == []
@@ -290,8 +296,7 @@ def test_daemon_over_tls_and_the_acl_stops_forged_publishes(secure: SecureBroker
         assert {f["stream"] for f in forecasts} == {"boiler"}
         assert all(f["value"] < 1e6 and f["ts"] >= t0 for f in forecasts)
         # The daemon saw exactly the boiler's readings.
-        stats = [json.loads(p) for t, p in dashboard.received(f"edge-gru/{NODE}/stats")]
-        assert stats and max(s["received"] for s in stats) == readings
+        assert max(s["received"] for s in stats()) == readings
         assert "kettle" not in log.read_text()
         boiler.close()
     finally:

@@ -228,3 +228,21 @@ def test_the_serve_process_cannot_import_tensorflow() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.split() == ["blocked", "ai_edge_litert", "False"]
+
+
+def test_an_idle_daemon_does_not_rewrite_its_checkpoint(tmp_path: Path, model: edge_gru.Model) -> None:
+    from edge_gru.daemon.service import Service
+
+    path = tmp_path / "c.toml"
+    path.write_text(f"[mqtt]\nclient_id = 'idle'\n[streams]\ninput = ['s/{{stream}}']\n[state]\ndir = '{tmp_path}'\n")
+    service = Service(load_config(path, environ={}), model=model)  # not started: no broker needed
+    service.worker.submit("s/a", b"1.5")
+    service.worker.process_available()
+    assert service.checkpoint() and service.checkpointer.saves == 1
+    mtime = service.checkpointer.path.stat().st_mtime_ns
+    assert service.checkpoint() and service.checkpoint() and service.checkpointer.saves == 1
+    assert service.checkpointer.path.stat().st_mtime_ns == mtime
+    service.worker.submit("s/a", b"1.6")
+    service.worker.process_available()
+    assert service.checkpoint() and service.checkpointer.saves == 2
+    assert service.checkpoint(force=True) and service.checkpointer.saves == 3

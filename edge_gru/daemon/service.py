@@ -103,6 +103,7 @@ class Service:
         )
         self.checkpointer = Checkpointer(cfg.checkpoint_path)
         self.checkpointer.restore(self.worker.pool)
+        self._saved_batches = 0  # worker batches covered by the last checkpoint
         self.worker.add_periodic("checkpoint", cfg.state.checkpoint_interval_s, self.checkpoint)
         if s.idle_timeout_s is not None:
             self.worker.add_periodic(
@@ -142,8 +143,15 @@ class Service:
         )
 
     # -- worker-thread tasks ---------------------------------------------------------------------
-    def checkpoint(self) -> bool:
-        return self.checkpointer.save(self.worker.pool)
+    def checkpoint(self, *, force: bool = False) -> bool:
+        """Save the pool, unless no reading arrived since the last save (an idle device need not wear its SD card)."""
+        batches = self.worker.stats.batches
+        if not force and batches == self._saved_batches:
+            return True
+        saved = self.checkpointer.save(self.worker.pool)
+        if saved:
+            self._saved_batches = batches
+        return saved
 
     def stats_snapshot(self) -> dict[str, Any]:
         snap = self.worker.snapshot(mark=True)
@@ -265,7 +273,7 @@ class Service:
         self.model = model
         self.cfg = dataclasses.replace(self.cfg, model=cfg.model)
         if model.id != old.id:
-            self.worker.call_soon(self.checkpoint)  # the old bundle's checkpoint no longer applies
+            self.worker.call_soon(lambda: self.checkpoint(force=True))  # the old bundle's checkpoint no longer applies
         event(
             log,
             logging.INFO,
@@ -285,7 +293,7 @@ class Service:
         event(log, logging.INFO, "stopping", queued=self.worker.queued)
         self.worker.stop(drain=True, timeout=timeout)
         if not self.worker.alive:  # a stuck worker keeps the pool: the last periodic checkpoint stands
-            self.checkpoint()
+            self.checkpoint(force=True)
         deadline = time.monotonic() + timeout
         while self.mqtt.connected.is_set() and self.mqtt.queued_out and time.monotonic() < deadline:
             time.sleep(0.01)  # let paho send the last forecasts

@@ -112,7 +112,8 @@ class Service:
         if cfg.stats.interval_s > 0:
             self.worker.add_periodic("stats", cfg.stats.interval_s, self.publish_stats)
         if self.notifier.watchdog_interval_s is not None:
-            interval = self.notifier.watchdog_interval_s
+            # at a quarter of WATCHDOG_USEC: systemd asks for half; the rest is margin for a busy machine
+            interval = self.notifier.watchdog_interval_s / 2
             self.worker.add_periodic("watchdog", interval, lambda: self.notifier.watchdog(force=True))
         if self.notifier.enabled:
             self.worker.add_periodic("sd_status", STATUS_INTERVAL_S, lambda: self.notifier.status(self.summary()))

@@ -124,9 +124,7 @@ def test_forecast_payload_contract() -> None:
 
 @pytest.mark.parametrize("stream", ['kitchen "north"', "küche-ü", "back\\slash", "tab\there"])
 def test_forecast_payload_is_valid_json_for_any_stream_name(stream: str) -> None:
-    raw = encode_forecast(
-        stream=stream, ts=1.5, forecast_ts=None, value=-0.1, model_id="m", backend="numba", reset=True
-    )
+    raw = encode_forecast(stream=stream, ts=1.5, forecast_ts=None, value=-0.1, model_id="m", backend="numba")
     assert json.loads(raw) == {
         "stream": stream,
         "ts": 1.5,
@@ -134,7 +132,6 @@ def test_forecast_payload_is_valid_json_for_any_stream_name(stream: str) -> None
         "value": -0.1,
         "model": "m",
         "backend": "numba",
-        "reset": True,
     }
 
 

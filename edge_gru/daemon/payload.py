@@ -223,22 +223,19 @@ def encode_forecast(
     value: float,
     model_id: str,
     backend: str,
-    reset: bool = False,
 ) -> bytes:
     """The forecast payload of DESIGN.md (contract): stream, ts, forecast_ts, value, model, backend.
 
     ``value`` is never null (warm-up readings get no forecast at all); ``forecast_ts`` is
-    null only while a stream's sample period is still unknown. ``reset`` is true on the
-    first forecast after a gap restarted the stream.
+    null only while a stream's sample period is still unknown.
     """
     if not math.isfinite(value):
         raise ValueError(f"forecast value {value} for stream {stream!r} is not finite")
     fts = "null" if forecast_ts is None or not math.isfinite(forecast_ts) else repr(float(forecast_ts))
     # formatted directly (float repr is valid JSON): this runs once per forecast on the worker thread
-    tail = ',"reset":true}' if reset else "}"
     text = (
         f'{{"stream":{_json_str(stream)},"ts":{float(ts)!r},"forecast_ts":{fts},"value":{float(value)!r},'
-        f'"model":{_json_str(model_id)},"backend":{_json_str(backend)}{tail}'
+        f'"model":{_json_str(model_id)},"backend":{_json_str(backend)}}}'
     )
     return text.encode()
 

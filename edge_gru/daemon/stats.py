@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 from collections import Counter
 from typing import Any
@@ -32,7 +31,6 @@ class Stats:
 
     def __init__(self, *, clock: Any = time.time) -> None:
         self._clock = clock
-        self.lock = threading.Lock()  # guards the counters that the network thread updates
         self.started = clock()
         self.received = 0
         self.published = 0

@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -417,7 +418,28 @@ def test_install_refuses_an_old_python(tmp_path: Path) -> None:
     assert "needs 3.11 or newer" in out.stderr
 
 
-def test_failed_upgrade_leaves_the_installation_serving_and_a_rerun_is_idempotent(installed: Installed) -> None:
+def build_wheel(out: Path) -> Path:
+    """A wheel of the working tree, built from a copy so that the checkout gets no build/ directory."""
+    src = out / "src"
+    src.mkdir(parents=True)
+    for item in ("pyproject.toml", "README.md", "edge_gru", "sim", "firmware_export"):
+        if (ROOT / item).is_dir():
+            shutil.copytree(ROOT / item, src / item, ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.nb?"))
+        elif (ROOT / item).exists():
+            shutil.copy2(ROOT / item, src / item)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(src)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = out.glob("edge_gru-*.whl")
+    return wheel
+
+
+def test_failed_upgrade_leaves_the_installation_serving_and_a_rerun_is_idempotent(
+    installed: Installed, tmp_path: Path
+) -> None:
     venv_before = os.readlink(installed.opt / "venv")
     edited = installed.config.read_text() + "\n# edited on the device\n"
     installed.config.write_text(edited)
@@ -433,7 +455,8 @@ def test_failed_upgrade_leaves_the_installation_serving_and_a_rerun_is_idempoten
     # The check at the end of an install sees the device's overrides, as the daemon would.
     env_file = installed.config.parent / "edge-gru.env"
     env_file.write_text("EDGE_GRU_STATS_INTERVAL_S=-1\n")
-    again = run_install(installed.root, "--from", str(ROOT), "--no-precompile")
+    # The rerun installs a built wheel (--wheel), as a release would.
+    again = run_install(installed.root, "--wheel", str(build_wheel(tmp_path)), "--no-precompile")
     env_file.unlink()
     assert again.returncode == 0, again.stdout + again.stderr
     assert "stats.interval_s" in again.stderr and "does not pass 'edge-gru serve --check'" in again.stdout

@@ -40,6 +40,23 @@ def sample_lines(values: np.ndarray, ts: np.ndarray) -> str:
     )
 
 
+def elf_facts(path: Path) -> tuple[int, str, str, str]:
+    """(word size, machine, float ABI, linking) read from an ELF header, without the ``file`` tool."""
+    import struct
+
+    data = path.read_bytes()
+    if data[:4] != b"\x7fELF" or data[4] != 1 or data[5] != 1:  # 32-bit little-endian only
+        return (64 if data[4:5] == b"\x02" else 0, "?", "?", "?")
+    machine, _, _, phoff, _, flags, _, phentsize, phnum = struct.unpack_from("<HIIIIIHHH", data, 18)
+    interp = any(struct.unpack_from("<I", data, phoff + k * phentsize)[0] == 3 for k in range(phnum))  # PT_INTERP
+    return (
+        32,
+        "ARM" if machine == 40 else f"machine {machine}",
+        "hard-float" if flags & 0x400 else "soft-float",  # EF_ARM_ABI_FLOAT_HARD
+        "dynamic" if interp else "static",
+    )
+
+
 def pool_forecasts(bundle: Path, values: np.ndarray, ts: np.ndarray) -> np.ndarray:
     """The Python pool (numpy backend, one stream) fed the same float32 readings: forecast or NaN per reading."""
     import edge_gru
@@ -93,11 +110,11 @@ def main() -> int:
         if build.returncode != 0 or not binary.exists():
             report.check(f"{kind}: cross-compile", False, (build.stderr or build.stdout).strip()[-800:])
             continue
-        kind_of_file = subprocess.run(["file", "-b", str(binary)], capture_output=True, text=True).stdout.strip()
+        elf = elf_facts(binary)
         report.check(
             f"{kind}: static 32-bit ARM executable",
-            "ARM" in kind_of_file and "32-bit" in kind_of_file and "statically linked" in kind_of_file,
-            f"{kind_of_file.split(',')[0]}, {binary.stat().st_size} B, built in {time.monotonic() - t0:.1f} s",
+            elf == (32, "ARM", "hard-float", "static"),
+            f"{', '.join(map(str, elf))}; {binary.stat().st_size} B, built in {time.monotonic() - t0:.1f} s",
         )
         reference_bundle = bundle.path
         if kind == "int8":

@@ -141,7 +141,9 @@ def default_forecasts(out: dict[str, np.ndarray], bundle: str) -> dict[str, Any]
         out[f"status.{backend}"] = status
         done.append(backend)
         print(f"forecasts: {backend}: {int((status == 0).sum())} forecasts of {status.size} readings")
-    return {"bundle_id": model_id, "backends": done}
+    files = json.loads((Path(bundle) / "manifest.json").read_text()).get("files", {})
+    # The id follows the weights only; the checksums also tell a re-calibrated int8 model apart.
+    return {"bundle_id": model_id, "bundle_files": files, "backends": done}
 
 
 def main() -> int:

@@ -255,6 +255,28 @@ def cmd_forecasts(args: argparse.Namespace) -> int:
 # --- timing --------------------------------------------------------------------------------
 
 
+def best_seconds_per_call(call: Any, budget_s: float) -> float:
+    """Fastest chunk's seconds per call, within about ``budget_s``: the minimum resists a busy machine."""
+    call()
+    k = 1
+    while True:  # grow the chunk to ~budget/10 seconds
+        t0 = time.perf_counter()
+        for _ in range(k):
+            call()
+        dt = time.perf_counter() - t0
+        if dt >= budget_s / 10 or k >= 1 << 20:
+            break
+        k *= 2
+    best = dt / k
+    deadline = time.perf_counter() + budget_s
+    while time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        for _ in range(k):
+            call()
+        best = min(best, (time.perf_counter() - t0) / k)
+    return best
+
+
 def cmd_timing(args: argparse.Namespace) -> int:
     """Time per step for one stream and per stream-step in a batch (information only)."""
     import edge_gru
@@ -268,21 +290,13 @@ def cmd_timing(args: argparse.Namespace) -> int:
         h = np.zeros((streams, u), np.float32)
         rows = np.arange(streams, dtype=np.int64)
         x = rng.standard_normal((streams, i)).astype(np.float32)
-        backend.step(x, h, rows)  # compile / warm
-        n = max(20, int(args.steps // streams))
-        t0 = time.perf_counter()
-        for _ in range(n):
-            backend.step(x, h, rows)
-        dt = time.perf_counter() - t0
-        result[f"us_per_stream_step_S{streams}"] = round(1e6 * dt / (n * streams), 3)
+        per_call = best_seconds_per_call(lambda x=x, h=h, rows=rows: backend.step(x, h, rows), args.seconds)
+        result[f"us_per_stream_step_S{streams}"] = round(1e6 * per_call / streams, 3)
     if hasattr(backend, "single_stream"):
         kernel, packed, state, reset_after = backend.single_stream()
-        x1 = np.ascontiguousarray(x[0])
-        kernel(packed, x1, state, reset_after)
-        t0 = time.perf_counter()
-        for _ in range(args.steps):
-            kernel(packed, x1, state, reset_after)
-        result["us_per_step_single_stream_kernel"] = round(1e6 * (time.perf_counter() - t0) / args.steps, 3)
+        x1 = np.ascontiguousarray(rng.standard_normal(i).astype(np.float32))
+        per_call = best_seconds_per_call(lambda: kernel(packed, x1, state, reset_after), args.seconds)
+        result["us_per_step_single_stream_kernel"] = round(1e6 * per_call, 3)
         result["kernels"] = getattr(backend, "kernel_kind", "jit")
     print(json.dumps(result))
     if args.json_out:
@@ -320,7 +334,7 @@ def main() -> int:
     t = sub.add_parser("timing")
     t.add_argument("--bundle", required=True)
     t.add_argument("--backend", default="numba")
-    t.add_argument("--steps", type=int, default=20000)
+    t.add_argument("--seconds", type=float, default=2.0, help="time budget per measurement")
     t.add_argument("--batch", type=int, default=256)
     t.add_argument("--json-out", default="")
     e = sub.add_parser("environment")

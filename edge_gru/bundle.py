@@ -410,8 +410,15 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     return Bundle(path=root, manifest=manifest, weights=weights)
 
 
-def compute_bundle_id(name: str, weights_sha: str, manifest: Manifest) -> str:
-    """A short id that changes whenever the weights or anything that changes a forecast changes."""
+MODEL_FILES = (WEIGHTS, STEP_F32, STEP_INT8)
+
+
+def compute_bundle_id(name: str, file_shas: Mapping[str, str], manifest: Manifest) -> str:
+    """A short id that changes whenever anything that changes a forecast changes.
+
+    It covers the weights and the TFLite step models (a re-calibrated int8 model is a
+    different model even with the same float weights), not reports such as metrics.json.
+    """
     core = {
         "arch": [manifest.units, manifest.input_features, manifest.window, manifest.reset_after],
         "mode": manifest.mode,
@@ -421,7 +428,7 @@ def compute_bundle_id(name: str, weights_sha: str, manifest: Manifest) -> str:
         "period": manifest.sample_period_s,
         "gap": manifest.gap_factor,
         "warmup": manifest.warmup,
-        "weights": weights_sha,
+        "files": {k: v for k, v in sorted(file_shas.items()) if k in MODEL_FILES},
     }
     digest = hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()[:12]
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "model"
@@ -454,7 +461,7 @@ def write_bundle(
     for name in manifest.files:
         if name not in files and (root / name).is_file():
             files[name] = sha256_file(root / name)
-    bundle_id = compute_bundle_id(manifest.name, files[WEIGHTS], manifest)
+    bundle_id = compute_bundle_id(manifest.name, files, manifest)
     final = Manifest(**{**manifest.__dict__, "files": files, "bundle_id": bundle_id})
     text = json.dumps(final.to_json(), indent=2, sort_keys=False) + "\n"
     atomic_write(root / MANIFEST, lambda fh: fh.write(text.encode()))

@@ -188,3 +188,17 @@ def test_copied_bundle_loads_and_serves(tmp_path: Path) -> None:
     shutil.copytree(tmp_path / "b", tmp_path / "copy")
     model = edge_gru.load(tmp_path / "copy", backend="numpy")
     assert model.predict(np.full((2, 5, 1), 10.0)).shape == (2,)
+
+
+def test_id_covers_the_tflite_step_models(tmp_path: Path) -> None:
+    """Re-calibrating the int8 step model with unchanged weights must give a new id."""
+    from edge_gru.bundle import STEP_INT8, write_bundle
+
+    base = make_bundle(tmp_path / "a")
+    one = write_bundle(tmp_path / "b", base.manifest, base.weights, {STEP_INT8: b"calibration one"})
+    two = write_bundle(tmp_path / "c", base.manifest, base.weights, {STEP_INT8: b"calibration two"})
+    again = write_bundle(tmp_path / "d", base.manifest, base.weights, {STEP_INT8: b"calibration one"})
+    assert len({base.id, one.id, two.id}) == 3
+    assert one.id == again.id
+    report = write_bundle(tmp_path / "e", base.manifest, base.weights, {"metrics.json": b"{}"})
+    assert report.id == base.id  # a report does not change what the model forecasts

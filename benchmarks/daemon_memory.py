@@ -37,6 +37,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_gru import aot
+from edge_gru.procstat import memory_mib
 from tests.brokers import Broker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,15 +48,6 @@ BACKENDS = {
     "tflite-int8": ("tflite-int8", {}),
     "numpy": ("numpy", {}),
 }
-
-
-def vm(pid: int) -> dict[str, float]:
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = int(value.split()[0]) / 1024
-    return out
 
 
 def heavy_libraries(pid: int) -> list[str]:
@@ -192,7 +184,7 @@ def run_daemon(
             time.sleep(0.05)
         out["forecasts"] = n
         out["streams_forecasting"] = len(got)
-        out.update({k.lower() + "_mib": round(v, 1) for k, v in vm(proc.pid).items()})
+        out.update({k.lower() + "_mib": round(v, 1) for k, v in memory_mib(proc.pid).items()})
         out["heavy_libraries"] = heavy_libraries(proc.pid)
         pub.loop_stop()
         pub.disconnect()

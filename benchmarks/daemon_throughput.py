@@ -36,6 +36,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from edge_gru.procstat import memory_mib  # noqa: E402
 from tests.brokers import Broker  # noqa: E402
 
 EDGE_GRU = Path(sys.executable).parent / "edge-gru"
@@ -80,15 +81,6 @@ def cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def vm(pid: int) -> dict[str, float]:
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = int(value.split()[0]) / 1024
-    return out
 
 
 PERIOD_S = 1.0  # the readings' own clock: one reading per stream per virtual second, whatever the rate
@@ -228,7 +220,7 @@ level = "warning"
                 "daemon_p99_ms": round(float(max(p99s)), 2) if p99s else None,  # worst 1-s interval
                 "e2e_p50_ms": round(float(np.percentile(e2e, 50)), 2) if e2e.size else None,
                 "e2e_p99_ms": round(float(np.percentile(e2e, 99)), 2) if e2e.size else None,
-                **{key.lower() + "_mib": round(v, 1) for key, v in vm(daemon.pid).items()},
+                **{key.lower() + "_mib": round(v, 1) for key, v in memory_mib(daemon.pid).items()},
             }
             results["phases"].append(phase)
             print(json.dumps(phase), file=sys.stderr)

@@ -24,6 +24,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge_gru import procstat
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = ROOT / "models" / "default"
 
@@ -274,11 +276,7 @@ class Daemon:
             self._reader.join(5)
 
     def rss_bytes(self) -> int:
-        try:
-            with open(f"/proc/{self.pid}/statm", "rb") as fh:
-                return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, IndexError):
-            return 0
+        return procstat.rss_bytes(self.pid)
 
 
 def latest_stats(watcher: Watcher, daemon: Daemon) -> dict[str, Any] | None:

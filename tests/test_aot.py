@@ -8,9 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +20,8 @@ from edge_gru.cli import main
 from edge_gru.kernel_layout import STATE_PER_UNIT, tile_scratch_size
 from tests.brokers import Broker
 from tests.bundles import random_weights
-from tests.conftest import DEFAULT_MODEL, ROOT
+from tests.conftest import DEFAULT_MODEL
+from tests.pyrun import run_python
 
 kernels = pytest.importorskip("edge_gru.kernels")
 pytest.importorskip("numba.pycc")
@@ -46,17 +44,6 @@ def compiled(kernel_dir: Path) -> aot.CompiledKernels:
     found = aot.load_kernels([kernel_dir])
     assert found is not None and found.variant == "host"
     return found
-
-
-def _run(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 @pytest.mark.parametrize(("units", "features", "reset_after"), [(50, 1, True), (50, 1, False), (13, 3, True)])
@@ -86,7 +73,7 @@ def test_aot_and_jit_kernels_agree(compiled: aot.CompiledKernels, units: int, fe
 
 
 def test_load_uses_the_aot_kernels_without_importing_numba(kernel_dir: Path) -> None:
-    result = _run(
+    result = run_python(
         """
         import json, sys
         import numpy as np
@@ -130,7 +117,7 @@ def test_a_module_built_from_other_sources_is_not_used(kernel_dir: Path, tmp_pat
     assert "other kernel sources" in check.output
     assert aot.load_kernels([stale]) is None
 
-    forced = _run(
+    forced = run_python(
         """
         import edge_gru
         try:
@@ -153,7 +140,7 @@ def test_a_module_built_from_other_sources_is_not_used(kernel_dir: Path, tmp_pat
     check = CliRunner().invoke(main, ["build-kernels", "--check", "--out", str(other_cpu)])
     assert check.exit_code == 1 and "another CPU model" in check.output
 
-    fallback = _run(
+    fallback = run_python(
         """
         import edge_gru
         print(edge_gru.load("models/default", backend="numba").backend.kernel_kind)

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 import tracemalloc
 from pathlib import Path
 
@@ -18,6 +14,7 @@ from edge_gru import reference
 from edge_gru.bundle import GRUWeights
 from edge_gru.kernel_layout import MIN_TILE_STREAMS, STATE_PER_UNIT, TILE, tile_scratch_size
 from tests.bundles import random_weights
+from tests.pyrun import run_python
 
 kernels = pytest.importorskip("edge_gru.kernels")
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,17 +137,6 @@ def test_steps_allocate_nothing() -> None:
     assert peak - before < 4096, f"peak grew by {peak - before} bytes"
 
 
-def _run(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_steps_allocate_nothing_through_numbas_runtime() -> None:
     """tracemalloc sees only Python's allocator; numba's own (NRT) counts its allocations when asked.
 
@@ -158,7 +144,7 @@ def test_steps_allocate_nothing_through_numbas_runtime() -> None:
     on return): 3 for gru_step, 6 for gru_step_batch. Anything the kernels allocated
     themselves would add to that.
     """
-    result = _run(
+    result = run_python(
         """
         import numpy as np
         from numba.core.runtime import rtsys
@@ -186,7 +172,7 @@ def test_steps_allocate_nothing_through_numbas_runtime() -> None:
 
 
 def test_import_edge_gru_imports_neither_numba_nor_tensorflow() -> None:
-    result = _run(
+    result = run_python(
         """
         import sys
         import edge_gru, edge_gru.aot, edge_gru.backends.numba_backend
@@ -202,7 +188,7 @@ def test_import_edge_gru_imports_neither_numba_nor_tensorflow() -> None:
 def test_unwritable_cache_raises_kernel_cache_error_with_the_fix(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")  # even root cannot create a directory under a file
-    result = _run(
+    result = run_python(
         """
         import edge_gru
         try:

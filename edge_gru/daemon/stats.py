@@ -6,7 +6,6 @@ drop reason, or is still queued (``received == published + sum(dropped) + queued
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections import Counter
@@ -14,16 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from edge_gru.procstat import rss_bytes
+
 LATENCY_SAMPLES = 8192
-
-
-def rss_bytes() -> int:
-    """Resident set size of this process (Linux /proc; 0 where unavailable)."""
-    try:
-        with open("/proc/self/statm", "rb") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 class Stats:

@@ -239,8 +239,8 @@ def shared(
 
 
 def latest_stats(client: Client, daemon: Daemon) -> dict[str, Any]:
-    raw = client.last(daemon.stats_topic)
-    assert raw is not None
+    """The newest stats message; waits for the first one when the daemon has only just started."""
+    raw = wait_until(lambda: client.last(daemon.stats_topic), 10, "a first stats message")
     return json.loads(raw)
 
 

@@ -28,11 +28,9 @@ def _in_process(cfg: SimConfig):
     return simulate(cfg, model=edge_gru.load(DEFAULT_MODEL, backend="numpy"))
 
 
-def test_running_daemon_through_the_fixture_broker_matches_in_process(
-    broker: Broker, topic_prefix: str, tmp_path: Path
-) -> None:
-    inputs, output = f"{topic_prefix}/sensors/{{stream}}/value", f"{topic_prefix}/forecast/{{stream}}"
-    daemon = DaemonProcess(
+def _numpy_daemon(tmp_path: Path, broker: Broker, inputs: str, output: str) -> DaemonProcess:
+    """A daemon subprocess on the fixture broker serving the default bundle with the numpy backend."""
+    return DaemonProcess(
         tmp_path,
         host=broker.host,
         port=broker.port,
@@ -41,6 +39,13 @@ def test_running_daemon_through_the_fixture_broker_matches_in_process(
         inputs=inputs,
         output=output,
     )
+
+
+def test_running_daemon_through_the_fixture_broker_matches_in_process(
+    broker: Broker, topic_prefix: str, tmp_path: Path
+) -> None:
+    inputs, output = f"{topic_prefix}/sensors/{{stream}}/value", f"{topic_prefix}/forecast/{{stream}}"
+    daemon = _numpy_daemon(tmp_path, broker, inputs, output)
     daemon.start()
     try:
         common: dict[str, Any] = dict(
@@ -119,15 +124,7 @@ def test_a_daemon_without_timely_stats_gets_forecasts_scored_and_no_invented_cou
 ) -> None:
     """A daemon whose stats topic is slow (the default is once a minute): drops are reported unknown, not guessed."""
     inputs, output = f"{topic_prefix}/in/{{stream}}", f"{topic_prefix}/out/{{stream}}"
-    daemon = DaemonProcess(
-        tmp_path,
-        host=broker.host,
-        port=broker.port,
-        model=str(DEFAULT_MODEL),
-        backend="numpy",
-        inputs=inputs,
-        output=output,
-    )
+    daemon = _numpy_daemon(tmp_path, broker, inputs, output)
     daemon.config.write_text(daemon.config.read_text().replace("interval_s = 0.5", "interval_s = 600"))
     daemon.start()
     try:

@@ -15,11 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -31,7 +26,9 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from edge_gru.daemon.config import LoggingConfig
 from edge_gru.errors import ConfigError, EdgeGruError
+from edge_gru.harness import Broker, Daemon, HarnessError, mosquitto_binary
 from sim.clock import SimClock
 from sim.faults import ACCEPT
 from sim.schedule import Schedule
@@ -48,117 +45,42 @@ class SimulationError(EdgeGruError):
     """The broker or the daemon did not behave as an end-to-end run needs."""
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def private_broker(workdir: Path) -> Broker:
+    """The mosquitto of ``--spawn-broker``: persistent sessions, queues deep enough for a whole run."""
+    try:
+        mosquitto_binary()
+    except HarnessError as exc:
+        raise ConfigError("--spawn-broker needs mosquitto (apt-get install mosquitto); or pass --broker URL") from exc
+    return Broker(workdir, extra_config="max_queued_messages 1000000\nmax_inflight_messages 1000\n")
 
 
-def _wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise SimulationError(f"mosquitto exited with status {proc.returncode} before listening on {port}")
-        try:
-            with socket.create_connection((host, port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise SimulationError(f"nothing listens on {host}:{port} after {timeout:g} s")
-
-
-class PrivateBroker:
-    """A mosquitto on a free loopback port with persistence, restartable on the same port."""
-
-    def __init__(self, workdir: Path) -> None:
-        binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
-        if binary is None:
-            raise ConfigError("--spawn-broker needs mosquitto (apt-get install mosquitto); or pass --broker URL")
-        self.binary = binary
-        self.workdir = workdir
-        self.host, self.port = "127.0.0.1", _free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        (workdir / "mosquitto.conf").write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-            f"persistence_location {workdir}/\nmax_queued_messages 1000000\nmax_inflight_messages 1000\n"
-            f"log_dest file {workdir}/mosquitto.log\n"
-        )
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [self.binary, "-c", str(self.workdir / "mosquitto.conf")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        _wait_port(self.host, self.port, 10.0, self.proc)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-
-class DaemonProcess:
-    """``edge-gru serve`` as a subprocess with its own config and state directory."""
-
-    def __init__(
-        self, workdir: Path, *, host: str, port: int, model: str, backend: str, inputs: str, output: str
-    ) -> None:
-        self.workdir = workdir
-        self.client_id = f"edge-gru-sim-daemon-{uuid.uuid4().hex[:8]}"
-        self.config = workdir / "edge-gru.toml"
-        self.config.write_text(
-            "[mqtt]\n"
-            f'host = "{host}"\nport = {port}\nclient_id = "{self.client_id}"\n'
-            "reconnect_min_s = 0.2\nreconnect_max_s = 1.0\n"
-            "[model]\n"
-            f'path = {json.dumps(str(Path(model).resolve()))}\nbackend = "{backend}"\n'
-            "[streams]\n"
-            f"input = [{json.dumps(inputs)}]\noutput = {json.dumps(output)}\nidle_timeout_s = 1e9\n"
-            "[state]\n"
-            f"dir = {json.dumps(str(workdir / 'state'))}\ncheckpoint_interval_s = 3600\n"
-            "[stats]\n"
-            f"interval_s = {STATS_INTERVAL_S}\n"
-            '[logging]\nlevel = "warning"\n'
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = workdir / "daemon.log"
-
-    def start(self) -> None:
-        env = dict(os.environ)
-        env.setdefault("NUMBA_CACHE_DIR", str(self.workdir / "numba-cache"))
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "edge_gru.cli", "serve", "--config", str(self.config)],
-                stdout=log,
-                stderr=log,
-                env=env,
-            )
-
-    def stop(self) -> int | None:
-        """SIGTERM: the daemon drains its queue, checkpoints and exits."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        code = self.proc.returncode
-        self.proc = None
-        return code
-
-    def check_alive(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
-            tail = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
-            raise SimulationError(f"edge-gru serve exited with status {self.proc.returncode}:\n{tail}")
+def daemon_process(
+    workdir: Path,
+    *,
+    host: str,
+    port: int,
+    model: str,
+    backend: str,
+    inputs: str,
+    output: str,
+    stats_interval_s: float = STATS_INTERVAL_S,
+) -> Daemon:
+    """``edge-gru serve`` for an end-to-end run: streams never expire, checkpoints only when it stops."""
+    return Daemon(
+        workdir,
+        host=host,
+        port=port,
+        client_id=f"edge-gru-sim-daemon-{uuid.uuid4().hex[:8]}",
+        sections={
+            "mqtt": {"reconnect_min_s": 0.2, "reconnect_max_s": 1.0},
+            "model": {"path": str(Path(model).resolve()), "backend": backend},
+            "streams": {"input": [inputs], "output": output, "idle_timeout_s": 1e9},
+            "state": {"checkpoint_interval_s": 3600},
+            "stats": {"interval_s": stats_interval_s},
+            "logging": {"level": "warning", "warn_interval_s": LoggingConfig().warn_interval_s},
+        },
+        own_numba_cache="NUMBA_CACHE_DIR" not in os.environ,
+    )
 
 
 @dataclass
@@ -228,11 +150,11 @@ class MqttTransport:
             broker = daemon = None
             try:
                 if self.spawn:
-                    broker = PrivateBroker(work)
+                    broker = private_broker(work / "mosquitto")
                     broker.start()
                     host, port = broker.host, broker.port
-                    daemon = DaemonProcess(
-                        work,
+                    daemon = daemon_process(
+                        work / "daemon",
                         host=host,
                         port=port,
                         model=str(self.model),
@@ -258,8 +180,8 @@ class MqttTransport:
         progress: Progress | None,
         host: str,
         port: int,
-        broker: PrivateBroker | None,
-        daemon: DaemonProcess | None,
+        broker: Broker | None,
+        daemon: Daemon | None,
     ) -> Outcome:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
@@ -326,7 +248,7 @@ class MqttTransport:
             client.disconnect()
             client.loop_stop()
 
-    def _wait_online(self, seen: _Seen, lock: threading.Lock, daemon: DaemonProcess | None) -> str:
+    def _wait_online(self, seen: _Seen, lock: threading.Lock, daemon: Daemon | None) -> str:
         deadline = time.monotonic() + (60.0 if daemon else 10.0)
         while time.monotonic() < deadline:
             if daemon is not None:
@@ -359,8 +281,8 @@ class MqttTransport:
         lock: threading.Lock,
         connected: threading.Event,
         acked: list[int],
-        broker: PrivateBroker | None,
-        daemon: DaemonProcess | None,
+        broker: Broker | None,
+        daemon: Daemon | None,
         daemon_id: str,
     ) -> Outcome:
         names = schedule.names
@@ -437,7 +359,7 @@ class MqttTransport:
         acked: list[int],
         sent: int,
         known_drop: np.ndarray,
-        daemon: DaemonProcess | None,
+        daemon: Daemon | None,
         daemon_id: str,
         *,
         exact: bool,

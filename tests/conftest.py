@@ -1,4 +1,7 @@
-"""Shared fixtures: a real mosquitto per test session, unique topics, small real bundles."""
+"""Shared fixtures: a real mosquitto per test session, unique topics, small real bundles.
+
+The brokers, daemon processes and MQTT clients themselves live in ``edge_gru.harness``.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.brokers import Broker
+from edge_gru.harness import DEFAULT_MODEL, ROOT, Broker
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = ROOT / "models" / "default"
+__all__ = ["DATA", "DEFAULT_MODEL", "ROOT"]
 DATA = Path(__file__).resolve().parent / "data"
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -1,17 +1,14 @@
-"""Helpers for the deployment tests: the shipped mosquitto config on free ports, a systemd notify socket."""
+"""Helpers for the deployment tests: the shipped mosquitto config on free ports, systemd-analyze."""
 
 from __future__ import annotations
 
 import os
 import re
 import shutil
-import socket
 import subprocess
-import tempfile
-import time
 from pathlib import Path
 
-from tests.brokers import Broker, free_port
+from edge_gru.harness import Broker, free_port, stay_root
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -69,50 +66,11 @@ class DeployBroker(Broker):
         conf = replace_once(conf, "\nacl_file /etc/mosquitto/edge-gru.acl\n", f"\nacl_file {self.acl}\n")
         self.config_path.write_text(
             # test-only: keep state and log in the work directory (and, if asked, stay root)
-            "user root\n" * (os.geteuid() == 0 and self.as_root)
+            (stay_root() if self.as_root else "")
             + f"persistence true\npersistence_location {self.workdir}/\n"
             + f"log_dest file {self.log_path}\nlog_type all\n"
             + conf
         )
-
-
-class NotifySocket:
-    """The receiving end of ``$NOTIFY_SOCKET``, as systemd binds it: a unix datagram socket."""
-
-    def __init__(self) -> None:
-        self._dir = tempfile.mkdtemp(prefix="egn")  # short: sun_path holds 108 bytes
-        self.path = os.path.join(self._dir, "notify")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.messages: list[tuple[float, dict[str, str]]] = []
-
-    def receive(self, timeout: float) -> dict[str, str] | None:
-        """The next datagram as ``{KEY: value}`` (also kept in ``messages``), or None on timeout."""
-        self.sock.settimeout(max(timeout, 0.001))
-        try:
-            data = self.sock.recv(4096)
-        except TimeoutError:
-            return None
-        fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
-        self.messages.append((time.monotonic(), fields))
-        return fields
-
-    def wait_for(self, key: str, value: str, timeout: float) -> float:
-        """Monotonic time of the next datagram with ``key=value``; AssertionError after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            fields = self.receive(left)
-            if fields is not None and fields.get(key) == value:
-                return self.messages[-1][0]
-        seen = [m for _, m in self.messages[-10:]]
-        raise AssertionError(f"no {key}={value} on the notify socket within {timeout} s; last messages: {seen}")
-
-    def close(self) -> None:
-        self.sock.close()
-        for name in (self.path,):
-            if os.path.exists(name):
-                os.unlink(name)
-        os.rmdir(self._dir)
 
 
 def logfmt_events(text: str) -> list[str]:

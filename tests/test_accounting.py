@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 
 import edge_gru
-from tests.brokers import Broker
-from tests.daemonproc import DEFAULT_MODEL, Daemon, Publisher, Watcher, accounted, wait_stats
+from edge_gru.harness import DEFAULT_MODEL, Broker, Daemon, Publisher, Watcher, accounted
 
 WARMUP = edge_gru.load(DEFAULT_MODEL, backend="numpy").manifest.warmup
 
@@ -98,8 +97,7 @@ def test_every_reading_is_published_or_dropped_by_reason(private_broker: Broker,
     messages, expected, valid = known_mix()
     daemon = Daemon(
         tmp_path / "daemon",
-        host=private_broker.host,
-        port=private_broker.port,
+        broker=private_broker,
         sections={"streams": {"max_streams": 5}},
     ).start()
     watcher = Watcher(private_broker.host, private_broker.port, ["predictions/#", "edge-gru/#"])
@@ -109,8 +107,7 @@ def test_every_reading_is_published_or_dropped_by_reason(private_broker: Broker,
         pub.publish_all(messages)
         pub.close()
         total = len(messages)
-        snap = wait_stats(
-            watcher,
+        snap = watcher.wait_stats(
             daemon,
             lambda s: s["received"] >= total and s["queued"] == 0,
             60,
@@ -152,8 +149,7 @@ def test_a_burst_into_a_tiny_queue_is_counted_as_queue_full(
     ]
     daemon = Daemon(
         tmp_path / "daemon",
-        host=private_broker.host,
-        port=private_broker.port,
+        broker=private_broker,
         sections={"streams": {"queue_size": 2, "batch_size": 1, "queue_policy": policy}},
     ).start()
     watcher = Watcher(private_broker.host, private_broker.port, ["predictions/#", "edge-gru/#"])
@@ -162,8 +158,7 @@ def test_a_burst_into_a_tiny_queue_is_counted_as_queue_full(
         pub = Publisher(private_broker.host, private_broker.port)
         pub.publish_all(messages)
         pub.close()
-        snap = wait_stats(
-            watcher,
+        snap = watcher.wait_stats(
             daemon,
             lambda s: s["received"] >= len(messages) and s["queued"] == 0,
             120,

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 import edge_gru
 from edge_gru import aot
 from edge_gru.cli import main
+from edge_gru.harness import Broker
 from edge_gru.kernel_layout import STATE_PER_UNIT, tile_scratch_size
-from tests.brokers import Broker
 from tests.bundles import random_weights
 from tests.conftest import DEFAULT_MODEL
 from tests.pyrun import run_python

@@ -27,7 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 import edge_gru
 from edge_gru.bundle import GRUWeights, load_bundle, write_bundle
-from tests.brokers import Broker
+from edge_gru.harness import Broker
 from tests.conftest import DEFAULT_MODEL, ROOT
 
 EDGE_GRU = Path(sys.executable).parent / "edge-gru"

@@ -22,7 +22,7 @@ from edge_gru.daemon.discovery import Discovery
 from edge_gru.daemon.notify import Notifier
 from edge_gru.daemon.payload import TopicMap
 from edge_gru.daemon.worker import Worker
-from tests.brokers import Broker
+from edge_gru.harness import Broker
 from tests.conftest import DEFAULT_MODEL
 from tests.test_daemon_worker import Collector
 

@@ -19,7 +19,7 @@ import edge_gru
 from edge_gru.daemon.config import load_config
 from edge_gru.daemon.logs import LogfmtFormatter
 from edge_gru.daemon.service import Service
-from tests.brokers import Broker, free_port
+from edge_gru.harness import Broker, free_port
 from tests.conftest import DEFAULT_MODEL
 
 pytestmark = [

@@ -15,19 +15,16 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.brokers import Broker
-from tests.deploy_support import DEPLOY, ROOT, NotifySocket, verify_problems
+from edge_gru.harness import Broker, NotifySocket, Publisher, Watcher
+from tests.deploy_support import DEPLOY, ROOT, verify_problems
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -251,34 +248,6 @@ def _cache_files(cache: Path) -> dict[str, float]:
     return {str(p.relative_to(cache)): p.stat().st_mtime for p in cache.rglob("*") if p.is_file()}
 
 
-class Watcher:
-    """An MQTT 5 subscriber that records messages per topic."""
-
-    def __init__(self, broker: Broker, topic: str) -> None:
-        self.messages: list[tuple[str, bytes]] = []
-        self.lock = threading.Lock()
-        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.c.on_message = lambda c, u, m: self._add(m.topic, bytes(m.payload))
-        subscribed = threading.Event()
-        self.c.on_subscribe = lambda *a: subscribed.set()
-        self.c.on_connect = lambda c, *a: c.subscribe(topic, qos=1)
-        self.c.connect(broker.host, broker.port)
-        self.c.loop_start()
-        assert subscribed.wait(10)
-
-    def _add(self, topic: str, payload: bytes) -> None:
-        with self.lock:
-            self.messages.append((topic, payload))
-
-    def on(self, topic: str) -> list[bytes]:
-        with self.lock:
-            return [p for t, p in self.messages if t == topic]
-
-    def close(self) -> None:
-        self.c.disconnect()
-        self.c.loop_stop()
-
-
 def test_installed_daemon_notifies_systemd(installed: Installed, broker: Broker, topic_prefix: str) -> None:
     """READY=1 once subscribed, WATCHDOG=1 well within WATCHDOG_USEC, reload and stop as systemd drives them."""
     # What systemd does for StateDirectory= and CacheDirectory=: the service's user owns them.
@@ -294,8 +263,8 @@ def test_installed_daemon_notifies_systemd(installed: Installed, broker: Broker,
     notify = NotifySocket()
     os.chmod(os.path.dirname(notify.path), 0o755)
     os.chmod(notify.path, 0o777)
-    watcher = Watcher(broker, f"{topic_prefix}/#")
-    status_watch = Watcher(broker, f"edge-gru/{client_id}/status")
+    watcher = Watcher(broker.host, broker.port, [f"{topic_prefix}/#"], protocol="5")
+    status_watch = Watcher(broker.host, broker.port, [f"edge-gru/{client_id}/status"], protocol="5")
     env = {
         "PATH": "/usr/bin:/bin",
         "LANG": "C.UTF-8",
@@ -334,14 +303,14 @@ def test_installed_daemon_notifies_systemd(installed: Installed, broker: Broker,
 
         # It serves: readings in, forecasts out after the warm-up.
         t0 = 1_700_000_000.0
-        pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        pub.connect(broker.host, broker.port)
-        pub.loop_start()
-        for i in range(20):
-            payload = json.dumps({"value": 10.0 + (i % 5), "ts": t0 + 60 * i}).encode()
-            pub.publish(f"{topic_prefix}/sensors/meter-1/value", payload, qos=1).wait_for_publish(10)
-        pub.disconnect()
-        pub.loop_stop()
+        pub = Publisher(broker.host, broker.port, protocol="5")
+        pub.publish_all(
+            [
+                (f"{topic_prefix}/sensors/meter-1/value", json.dumps({"value": 10.0 + (i % 5), "ts": t0 + 60 * i}))
+                for i in range(20)
+            ]
+        )
+        pub.close()
         deadline = time.monotonic() + 30
         while not watcher.on(f"{topic_prefix}/predictions/meter-1") and time.monotonic() < deadline:
             time.sleep(0.05)

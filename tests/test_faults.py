@@ -28,8 +28,7 @@ import edge_gru
 from edge_gru.daemon.checkpoint import Checkpointer
 from edge_gru.daemon.payload import TopicMap
 from edge_gru.daemon.worker import Worker
-from tests.brokers import Broker
-from tests.daemonproc import DEFAULT_MODEL, Daemon, Publisher, Watcher, accounted, wait_stats
+from edge_gru.harness import DEFAULT_MODEL, Broker, Daemon, Publisher, Watcher, accounted
 
 WARMUP = edge_gru.load(DEFAULT_MODEL, backend="numpy").manifest.warmup
 
@@ -51,7 +50,7 @@ def series_messages(streams: list[str], start: int, n: int) -> list[tuple[str, b
 
 def test_broker_killed_and_restarted_repeatedly(private_broker: Broker, tmp_path: Path) -> None:
     """SIGKILL the broker three times while sensors publish: the daemon reconnects each time and keeps serving."""
-    daemon = Daemon(tmp_path / "d", host=private_broker.host, port=private_broker.port).start()
+    daemon = Daemon(tmp_path / "d", broker=private_broker).start()
     stop = threading.Event()
     sent = [0]
 
@@ -94,8 +93,8 @@ def test_broker_killed_and_restarted_repeatedly(private_broker: Broker, tmp_path
         ]
         pub.publish_all(msgs)
         pub.close()
-        snap = wait_stats(
-            watcher, daemon, lambda s: s["queued"] == 0 and s["streams"] == 15, 30, "the new streams processed"
+        snap = watcher.wait_stats(
+            daemon, lambda s: s["queued"] == 0 and s["streams"] == 15, 30, "the new streams processed"
         )
         assert snap["reconnects"] == kills
         assert accounted(snap), snap
@@ -231,15 +230,14 @@ def test_daemon_sigkilled_while_checkpointing_restores_on_restart(private_broker
     streams = [f"k{i}" for i in range(300)]
     daemon = Daemon(
         tmp_path / "d",
-        host=private_broker.host,
-        port=private_broker.port,
+        broker=private_broker,
         sections={"state": {"checkpoint_interval_s": 0.05}},
     ).start()
     daemon.wait_ready()
     pub = Publisher(private_broker.host, private_broker.port)
     pub.publish_all(series_messages(streams, 0, WARMUP + 2))
     watcher = Watcher(private_broker.host, private_broker.port, ["predictions/#", "edge-gru/#"])
-    wait_stats(watcher, daemon, lambda s: s["queued"] == 0 and s["streams"] == len(streams), 30, "all streams in")
+    watcher.wait_stats(daemon, lambda s: s["queued"] == 0 and s["streams"] == len(streams), 30, "all streams in")
     time.sleep(random.uniform(0.0, 0.3))  # checkpoints run every 50 ms: the kill lands in or near one
     daemon.kill()
     assert daemon.checkpoint_path.exists()
@@ -283,7 +281,7 @@ def _serves_and_warns(private_broker: Broker, daemon: Daemon, streams: list[str]
         want = len(streams) * 5
         watcher.wait_for(lambda: len(watcher.on("predictions/#")) >= want, 30, "forecasts with a failing state dir")
         daemon.wait_log("checkpoint_failed", 30)
-        snap = wait_stats(watcher, daemon, lambda s: s["checkpoint_failures"] >= 2, 30, "repeated checkpoint failures")
+        snap = watcher.wait_stats(daemon, lambda s: s["checkpoint_failures"] >= 2, 30, "repeated checkpoint failures")
         assert accounted(snap) and snap["published"] == want, snap
         assert len(daemon.events("checkpoint_failed")) == 1  # warned once per failure streak, not every time
         return snap
@@ -307,8 +305,7 @@ def test_read_only_state_dir_warns_and_keeps_serving(private_broker: Broker, tmp
         state = tmp_path / "file" / "state"  # mkdir and writes fail with ENOTDIR, even for root
     daemon = Daemon(
         tmp_path / "d",
-        host=private_broker.host,
-        port=private_broker.port,
+        broker=private_broker,
         sections={"state": {"dir": str(state), "checkpoint_interval_s": 0.2}},
     ).start()
     try:
@@ -326,8 +323,7 @@ def test_full_state_dir_by_file_size_limit_warns_and_keeps_serving(private_broke
     """RLIMIT_FSIZE on the daemon: every checkpoint write fails with EFBIG (works without root)."""
     daemon = Daemon(
         tmp_path / "d",
-        host=private_broker.host,
-        port=private_broker.port,
+        broker=private_broker,
         sections={"state": {"checkpoint_interval_s": 0.2}},
         fsize_limit=4096,
     ).start()
@@ -349,8 +345,7 @@ def test_full_tmpfs_keeps_the_old_checkpoint_and_recovers(private_broker: Broker
         pytest.skip("mount is not permitted here; the RLIMIT_FSIZE test covers a full disk")
     daemon = Daemon(
         tmp_path / "d",
-        host=private_broker.host,
-        port=private_broker.port,
+        broker=private_broker,
         sections={"state": {"dir": str(state), "checkpoint_interval_s": 0.2}},
     ).start()
     watcher = Watcher(private_broker.host, private_broker.port, ["predictions/#", "edge-gru/#"])
@@ -358,7 +353,7 @@ def test_full_tmpfs_keeps_the_old_checkpoint_and_recovers(private_broker: Broker
     try:
         daemon.wait_ready()
         pub.publish_all(series_messages(["t0"], 0, WARMUP + 1))
-        wait_stats(watcher, daemon, lambda s: s["checkpoints"] >= 1, 30, "a first checkpoint")
+        watcher.wait_stats(daemon, lambda s: s["checkpoints"] >= 1, 30, "a first checkpoint")
         old = daemon.checkpoint_path.read_bytes()
         filler = state / "filler"
         with open(filler, "wb", buffering=0) as fh:  # fill the file system
@@ -371,7 +366,7 @@ def test_full_tmpfs_keeps_the_old_checkpoint_and_recovers(private_broker: Broker
         # many more streams make the next checkpoint larger than what is left
         pub.publish_all(series_messages([f"t{i}" for i in range(1, 400)], 0, 2))
         daemon.wait_log("checkpoint_failed", 30)
-        wait_stats(watcher, daemon, lambda s: s["checkpoint_failures"] >= 1, 30, "the failure counted")
+        watcher.wait_stats(daemon, lambda s: s["checkpoint_failures"] >= 1, 30, "the failure counted")
         edge_gru.load(DEFAULT_MODEL, backend="numpy").pool(1000).load(daemon.checkpoint_path)  # still whole
         assert daemon.checkpoint_path.read_bytes() == old
         filler.unlink()
@@ -392,7 +387,7 @@ def test_full_tmpfs_keeps_the_old_checkpoint_and_recovers(private_broker: Broker
 
 def test_reading_clock_jumps_back_and_forward(private_broker: Broker, tmp_path: Path) -> None:
     """A sensor clock that jumps back: out_of_order drops until it passes the last ts; forward: one gap reset."""
-    daemon = Daemon(tmp_path / "d", host=private_broker.host, port=private_broker.port).start()
+    daemon = Daemon(tmp_path / "d", broker=private_broker).start()
     watcher = Watcher(private_broker.host, private_broker.port, ["predictions/#", "edge-gru/#"])
     pub = Publisher(private_broker.host, private_broker.port)
     try:
@@ -410,8 +405,8 @@ def test_reading_clock_jumps_back_and_forward(private_broker: Broker, tmp_path: 
         forward = [("sensors/clk/value", reading(20 + k % 3, fwd0 + 60 * k)) for k in range(WARMUP + 2)]
         pub.publish_all(msgs + back + resume + forward)
         total = len(msgs) + len(back) + len(resume) + len(forward)
-        snap = wait_stats(
-            watcher, daemon, lambda s: s["received"] >= total and s["queued"] == 0, 30, "the clock-jump readings"
+        snap = watcher.wait_stats(
+            daemon, lambda s: s["received"] >= total and s["queued"] == 0, 30, "the clock-jump readings"
         )
         assert accounted(snap), snap
         assert snap["dropped"]["out_of_order"] == 3
@@ -482,8 +477,7 @@ def test_100k_stream_ids_with_a_1000_stream_limit_stay_bounded(private_broker: B
     total, limit, wave = 100_000, 1_000, 1_000
     daemon = Daemon(
         tmp_path / "d",
-        host=private_broker.host,
-        port=private_broker.port,
+        broker=private_broker,
         sections={"streams": {"max_streams": limit, "idle_timeout_s": 0.15, "batch_size": 1024}},
     ).start()
     watcher = Watcher(private_broker.host, private_broker.port, ["edge-gru/#"])
@@ -497,8 +491,8 @@ def test_100k_stream_ids_with_a_1000_stream_limit_stay_bounded(private_broker: B
             time.sleep(0.2)  # the wave goes idle; the next one takes its slots
             if w in (10, total // wave - 1):
                 rss.append(daemon.rss_bytes())
-        snap = wait_stats(
-            watcher, daemon, lambda s: s["received"] >= total and s["queued"] == 0, 60, "all stream ids processed"
+        snap = watcher.wait_stats(
+            daemon, lambda s: s["received"] >= total and s["queued"] == 0, 60, "all stream ids processed"
         )
     finally:
         pub.close()

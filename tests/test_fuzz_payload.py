@@ -293,7 +293,7 @@ def test_no_file_is_written_by_parsing(tmp_path: Path, monkeypatch: pytest.Monke
 
 @pytest.fixture(scope="module")
 def default_model() -> edge_gru.Model:
-    from tests.daemonproc import DEFAULT_MODEL
+    from edge_gru.harness import DEFAULT_MODEL
 
     return edge_gru.load(DEFAULT_MODEL, backend="numpy")
 

@@ -21,8 +21,7 @@ import edge_gru
 from edge_gru.daemon.checkpoint import Checkpointer
 from edge_gru.daemon.config import load_config
 from edge_gru.errors import ConfigError
-from tests.brokers import Broker
-from tests.daemonproc import DEFAULT_MODEL, Daemon, Publisher, Watcher, toml_text, wait_stats
+from edge_gru.harness import DEFAULT_MODEL, Broker, Daemon, Publisher, Watcher, toml_text
 
 WARMUP = edge_gru.load(DEFAULT_MODEL, backend="numpy").manifest.warmup
 SECRET = "Tr0ub4dor-" + uuid.uuid4().hex  # unique, so any occurrence anywhere is a leak
@@ -66,8 +65,7 @@ def test_the_password_is_never_logged_or_published(auth_broker: Broker, tmp_path
     watcher = Watcher(auth_broker.host, auth_broker.port, ["#"], auth=WATCH)
     daemon = Daemon(
         tmp_path / "d",
-        host=auth_broker.host,
-        port=auth_broker.port,
+        broker=auth_broker,
         sections={"mqtt": mqtt_section, "logging": {"level": "debug"}, "homeassistant": {"enabled": True}},
         env=env,
     ).start()
@@ -76,7 +74,7 @@ def test_the_password_is_never_logged_or_published(auth_broker: Broker, tmp_path
         pub = Publisher(auth_broker.host, auth_broker.port, auth=WATCH)
         pub.publish_all([*readings("kitchen", WARMUP + 3), ("sensors/kitchen/value", b"garbage")])
         pub.close()
-        wait_stats(watcher, daemon, lambda s: s["published"] >= 4 and s["queued"] == 0, 30, "forecasts")
+        watcher.wait_stats(daemon, lambda s: s["published"] >= 4 and s["queued"] == 0, 30, "forecasts")
         check = subprocess.run(
             [sys.executable, "-m", "edge_gru.cli", "serve", "--config", str(daemon.config_path), "--check"],
             capture_output=True,
@@ -105,8 +103,7 @@ def test_a_wrong_password_is_refused_without_echoing_it(auth_broker: Broker, tmp
     wrong = "wrong-" + uuid.uuid4().hex
     daemon = Daemon(
         tmp_path / "d",
-        host=auth_broker.host,
-        port=auth_broker.port,
+        broker=auth_broker,
         sections={"mqtt": {"username": "edge", "password": wrong}, "logging": {"level": "debug"}},
     ).start()
     try:
@@ -139,8 +136,7 @@ def test_a_world_readable_config_holding_a_password_is_warned_about(
 ) -> None:
     daemon = Daemon(
         tmp_path / "d",
-        host=broker.host,
-        port=broker.port,
+        broker=broker,
         sections={"mqtt": {"username": "edge", "password": SECRET} if password else {}},
         config_mode=mode,
     ).start()
@@ -167,8 +163,7 @@ def test_stream_ids_from_topics_never_become_file_paths(broker: Broker, tmp_path
     workdir = root / "d"
     daemon = Daemon(
         workdir,
-        host=broker.host,
-        port=broker.port,
+        broker=broker,
         sections={"homeassistant": {"enabled": True}, "state": {"checkpoint_interval_s": 0.2}},
     )
     before = files_under(root)
@@ -180,9 +175,7 @@ def test_stream_ids_from_topics_never_become_file_paths(broker: Broker, tmp_path
         pub = Publisher(broker.host, broker.port)
         pub.publish_all([m for s in NASTY for m in readings(s, WARMUP + 1)])
         pub.close()
-        wait_stats(
-            watcher, daemon, lambda s: s["streams"] == len(NASTY) and s["checkpoints"] >= 1, 30, "all streams in"
-        )
+        watcher.wait_stats(daemon, lambda s: s["streams"] == len(NASTY) and s["checkpoints"] >= 1, 30, "all streams in")
     finally:
         assert daemon.stop() == 0
         watcher.close()

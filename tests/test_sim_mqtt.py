@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 
 import edge_gru
+from edge_gru.harness import DEFAULT_MODEL, Broker, Daemon, Publisher, Watcher
 from sim.config import SimConfig
 from sim.faults import parse_faults
-from sim.mqtt import DaemonProcess, MqttTransport
+from sim.mqtt import MqttTransport, daemon_process, private_broker
 from sim.run import simulate
-from tests.brokers import Broker
-from tests.conftest import DEFAULT_MODEL
 
 
 def _forecasts(result) -> dict[tuple[str, float], float]:
@@ -28,9 +27,9 @@ def _in_process(cfg: SimConfig):
     return simulate(cfg, model=edge_gru.load(DEFAULT_MODEL, backend="numpy"))
 
 
-def _numpy_daemon(tmp_path: Path, broker: Broker, inputs: str, output: str) -> DaemonProcess:
+def _numpy_daemon(tmp_path: Path, broker: Broker, inputs: str, output: str, **kw: Any) -> Daemon:
     """A daemon subprocess on the fixture broker serving the default bundle with the numpy backend."""
-    return DaemonProcess(
+    return daemon_process(
         tmp_path,
         host=broker.host,
         port=broker.port,
@@ -38,7 +37,28 @@ def _numpy_daemon(tmp_path: Path, broker: Broker, inputs: str, output: str) -> D
         backend="numpy",
         inputs=inputs,
         output=output,
+        **kw,
     )
+
+
+def test_the_spawned_broker_keeps_persistent_sessions_across_a_restart(tmp_path: Path) -> None:
+    """``--faults broker_restart=N`` relies on it: QoS 1 readings queued for an absent subscriber survive."""
+    broker = private_broker(tmp_path / "mosquitto").start()
+    try:
+        away = Watcher(broker.host, broker.port, ["keep/#"], client_id="keeps-session", clean_session=False)
+        away.close()
+        pub = Publisher(broker.host, broker.port)
+        pub.publish_all([("keep/x", b"%d" % i) for i in range(5)])
+        pub.close()
+        broker.restart()  # SIGTERM: mosquitto writes its sessions out
+        back = Watcher(broker.host, broker.port, ["keep/#"], client_id="keeps-session", clean_session=False)
+        try:
+            back.wait_for(lambda: len(back.on("keep/#")) >= 5, 10, "the queued messages after the restart")
+            assert back.on("keep/#") == [b"%d" % i for i in range(5)]
+        finally:
+            back.close()
+    finally:
+        broker.stop()
 
 
 def test_running_daemon_through_the_fixture_broker_matches_in_process(
@@ -124,8 +144,7 @@ def test_a_daemon_without_timely_stats_gets_forecasts_scored_and_no_invented_cou
 ) -> None:
     """A daemon whose stats topic is slow (the default is once a minute): drops are reported unknown, not guessed."""
     inputs, output = f"{topic_prefix}/in/{{stream}}", f"{topic_prefix}/out/{{stream}}"
-    daemon = _numpy_daemon(tmp_path, broker, inputs, output)
-    daemon.config.write_text(daemon.config.read_text().replace("interval_s = 0.5", "interval_s = 600"))
+    daemon = _numpy_daemon(tmp_path, broker, inputs, output, stats_interval_s=600)
     daemon.start()
     try:
         cfg = SimConfig(

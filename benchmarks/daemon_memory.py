@@ -19,28 +19,17 @@ The ``numba-aot`` row needs ``edge-gru build-kernels`` first (or ``--kernel-dir 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
 from edge_gru import aot
+from edge_gru.harness import ROOT, Broker, Daemon, NotifySocket, Publisher, Watcher, wait_until
 from edge_gru.procstat import memory_mib
-from tests.brokers import Broker
 
-ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = {
     "numba-aot": ("numba", {"EDGE_GRU_KERNELS": "aot"}),
     "numba-jit": ("numba", {"EDGE_GRU_KERNELS": "jit"}),
@@ -56,149 +45,69 @@ def heavy_libraries(pid: int) -> list[str]:
     return sorted({p.split("/")[-1] for p in paths if "llvmlite" in p or "/numba/" in p or "tensorflow" in p})
 
 
-def config(work: Path, broker: Broker, backend: str, model: Path, prefix: str) -> Path:
-    path = work / f"{prefix}.toml"
-    path.write_text(
-        "\n".join(
-            [
-                "[mqtt]",
-                f'host = "{broker.host}"',
-                f"port = {broker.port}",
-                f'client_id = "{prefix}"',
-                "[model]",
-                f'path = "{model}"',
-                f'backend = "{backend}"',
-                "[streams]",
-                f'input = ["{prefix}/in/{{stream}}"]',
-                f'output = "{prefix}/out/{{stream}}"',
-                "[state]",
-                f'dir = "{work / prefix}-state"',
-                "checkpoint_interval_s = 3600",
-                "",
-            ]
-        )
-    )
-    return path
-
-
-class Notify:
-    """A ``$NOTIFY_SOCKET`` datagram socket that timestamps READY=1."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.1)
-        self.ready_at: float | None = None
-        self._stop = False
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        while not self._stop:
-            try:
-                data = self.sock.recv(4096)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if b"READY=1" in data.split(b"\n") and self.ready_at is None:
-                self.ready_at = time.perf_counter()
-
-    def close(self) -> None:
-        self._stop = True
-        self._thread.join(2)
-        self.sock.close()
-
-
 def run_daemon(
     name: str, args: argparse.Namespace, broker: Broker, work: Path, start_number: int, serve: bool
 ) -> dict[str, Any]:
     backend, extra_env = BACKENDS[name]
     prefix = f"mem-{name}-{start_number}"
-    cfg = config(work, broker, backend, Path(args.model).resolve(), prefix)
-    notify = Notify(work / f"{prefix}.notify")
-    env = {
-        **os.environ,
-        **extra_env,
-        "NOTIFY_SOCKET": str(notify.path),
-        "NUMBA_CACHE_DIR": str(work / "numba-cache"),
-        "PYTHONUNBUFFERED": "1",
-    }
+    notify = NotifySocket()
+    env = {**extra_env, "NOTIFY_SOCKET": notify.path, "NUMBA_CACHE_DIR": str(work / "numba-cache")}
     if args.kernel_dir:
         env[aot.KERNEL_DIR_ENV] = args.kernel_dir
-    got: dict[str, int] = {}
-    lock = threading.Lock()
-    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{prefix}-sub")
-
-    def on_message(client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        with lock:
-            got[msg.topic] = got.get(msg.topic, 0) + 1
-
-    sub.on_message = on_message
-    sub.connect(broker.host, broker.port)
-    sub.subscribe(f"{prefix}/out/+", qos=1)
-    sub.loop_start()
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_gru.cli", "serve", "--config", str(cfg)],
+    daemon = Daemon(
+        work / prefix,
+        broker=broker,
+        client_id=prefix,
         env=env,
-        cwd=work,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        sections={
+            "mqtt": {"reconnect_min_s": None, "reconnect_max_s": None},  # the product's defaults
+            "model": {"path": str(Path(args.model).resolve()), "backend": backend},
+            "streams": {"input": [f"{prefix}/in/{{stream}}"], "output": f"{prefix}/out/{{stream}}"},
+            "state": {"checkpoint_interval_s": 3600},
+            "stats": {"interval_s": None},
+            "logging": {"level": None, "warn_interval_s": None},
+        },
     )
+    sub = Watcher(broker.host, broker.port, [f"{prefix}/out/+"], client_id=f"{prefix}-sub")
     out: dict[str, Any] = {"backend": name, "start": start_number}
     try:
-        deadline = time.perf_counter() + 600
-        while notify.ready_at is None and proc.poll() is None and time.perf_counter() < deadline:
-            time.sleep(0.005)
-        if notify.ready_at is None:
-            err = proc.stderr.read().decode(errors="replace")[-600:] if proc.stderr and proc.poll() is not None else ""
-            out["error"] = f"no READY=1 ({err.strip()})"
+        daemon.start()
+        try:
+            ready_at = wait_until(
+                lambda: notify.first("READY", "1") or (not daemon.alive() and -1.0), 600, "READY=1", interval=0.005
+            )
+        except AssertionError:
+            ready_at = -1.0
+        if ready_at < 0:
+            out["error"] = f"no READY=1 ({daemon.log_text()[-600:].strip()})"
             return out
-        out["start_to_ready_s"] = round(notify.ready_at - started, 3)
+        out["start_to_ready_s"] = round(ready_at - daemon.started_at, 3)
         if not serve:
             return out
-        pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{prefix}-pub")
-        pub.connect(broker.host, broker.port)
-        pub.loop_start()
+        pub = Publisher(broker.host, broker.port, client_id=f"{prefix}-pub")
         t0 = 1_700_000_000.0
         for step in range(args.steps):
-            infos = [
-                pub.publish(
-                    f"{prefix}/in/s{i}",
-                    json.dumps({"value": 20.0 + (i % 7) + 0.3 * step, "ts": t0 + 60.0 * step}),
-                    qos=1,
-                )
-                for i in range(args.streams)
-            ]
-            for info in infos:
-                info.wait_for_publish(30)
+            pub.publish_all(
+                [
+                    (f"{prefix}/in/s{i}", json.dumps({"value": 20.0 + (i % 7) + 0.3 * step, "ts": t0 + 60.0 * step}))
+                    for i in range(args.streams)
+                ],
+                timeout=30,
+            )
         expected = args.streams * max(args.steps - args.warmup, 1)
-        deadline = time.perf_counter() + 120
-        while time.perf_counter() < deadline:
-            with lock:
-                n = sum(got.values())
-            if n >= expected:
-                break
-            time.sleep(0.05)
-        out["forecasts"] = n
-        out["streams_forecasting"] = len(got)
-        out.update({k.lower() + "_mib": round(v, 1) for k, v in memory_mib(proc.pid).items()})
-        out["heavy_libraries"] = heavy_libraries(proc.pid)
-        pub.loop_stop()
-        pub.disconnect()
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: sub.count(f"{prefix}/out/+") >= expected, 120, "the forecasts", interval=0.05)
+        with sub.lock:
+            topics = [t for t, _, _ in sub.messages]
+        out["forecasts"] = len(topics)
+        out["streams_forecasting"] = len(set(topics))
+        out.update({k.lower() + "_mib": round(v, 1) for k, v in memory_mib(daemon.pid).items()})
+        out["heavy_libraries"] = heavy_libraries(daemon.pid)
+        pub.close()
         return out
     finally:
-        sub.loop_stop()
-        sub.disconnect()
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        sub.close()
+        daemon.stop()
         notify.close()
 
 

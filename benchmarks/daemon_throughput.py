@@ -22,7 +22,6 @@ import json
 import multiprocessing as mp
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,16 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from edge_gru.procstat import memory_mib  # noqa: E402
-from tests.brokers import Broker  # noqa: E402
-
-EDGE_GRU = Path(sys.executable).parent / "edge-gru"
+from edge_gru.harness import ROOT, Broker, Daemon, Publisher, Watcher
+from edge_gru.procstat import memory_mib
 
 
 def subscriber(host: str, port: int, topics: list[str], conn: Any, stop: Any) -> None:
@@ -47,19 +39,14 @@ def subscriber(host: str, port: int, topics: list[str], conn: Any, stop: Any) ->
     arrivals: list[tuple[int, float, float]] = []  # (stream index, reading ts, receive time)
     stats: list[dict[str, Any]] = []
 
-    def on_message(client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+    def on_message(topic: str, payload: bytes, retain: bool) -> None:
         now = time.perf_counter()
-        if msg.topic.endswith("/stats"):
-            stats.append(json.loads(msg.payload))
+        if topic.endswith("/stats"):
+            stats.append(json.loads(payload))
             return
-        arrivals.append((int(msg.topic.rsplit("/s", 1)[1]), json.loads(msg.payload)["ts"], now))
+        arrivals.append((int(topic.rsplit("/s", 1)[1]), json.loads(payload)["ts"], now))
 
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    c.on_message = on_message
-    c.connect(host, port)
-    for t in topics:
-        c.subscribe(t, qos=0)
-    c.loop_start()
+    watcher = Watcher(host, port, topics, qos=0, protocol="5", handler=on_message, record=False)
     conn.send("ready")
     while True:
         cmd = conn.recv()
@@ -73,8 +60,7 @@ def subscriber(host: str, port: int, topics: list[str], conn: Any, stop: Any) ->
             conn.send({"arrivals": np.array(arrivals).reshape(-1, 3), "stats": list(stats)})
         elif cmd == "quit":
             break
-    c.loop_stop()
-    c.disconnect()
+    watcher.close()
 
 
 def cpu_s(pid: int) -> float:
@@ -88,7 +74,7 @@ TS0 = 1_700_000_000.0
 
 
 def publish_phase(
-    client: mqtt.Client, prefix: str, streams: int, rate: float, seconds: float, k: np.ndarray, sent_at: dict
+    client: Any, prefix: str, streams: int, rate: float, seconds: float, k: np.ndarray, sent_at: dict
 ) -> int:
     """Publish at ``rate`` readings/s round-robin over the streams for ``seconds``; returns readings sent.
 
@@ -119,61 +105,45 @@ def publish_phase(
 
 def run_backend(backend: str, args: argparse.Namespace, broker: Broker, work: Path) -> dict[str, Any]:
     prefix = f"bench-{backend}"
-    cfg = work / f"{backend}.toml"
-    cfg.write_text(
-        f"""
-[mqtt]
-host = "{broker.host}"
-port = {broker.port}
-client_id = "bench-{backend}"
-protocol = "{args.protocol}"
-[model]
-path = "{args.model}"
-backend = "{backend}"
-[streams]
-input = ["{prefix}/in/{{stream}}/value"]
-output = "{prefix}/out/{{stream}}"
-output_qos = {args.output_qos}
-max_streams = {args.streams}
-queue_size = 20000
-[state]
-dir = "{work / "state"}"
-checkpoint_interval_s = 30
-[stats]
-interval_s = 1
-[logging]
-level = "warning"
-"""
-    )
-    cmd = [str(EDGE_GRU), "serve", "--config", str(cfg)]
     cpus = os.sched_getaffinity(0)
-    if args.pin and len(cpus) > 1 and shutil.which("taskset"):
-        cmd = ["taskset", "-c", str(max(cpus)), *cmd]
-    log = open(work / f"{backend}.log", "wb")  # noqa: SIM115
-    daemon = subprocess.Popen(cmd, stderr=log, cwd=ROOT)
+    pin = ["taskset", "-c", str(max(cpus))] if args.pin and len(cpus) > 1 and shutil.which("taskset") else []
+    daemon = Daemon(
+        work / backend,
+        broker=broker,
+        client_id=f"bench-{backend}",
+        name=backend,
+        own_numba_cache=False,
+        wrapper=pin,
+        sections={
+            "mqtt": {"protocol": args.protocol, "reconnect_min_s": None, "reconnect_max_s": None},
+            "model": {"path": str(Path(args.model).resolve()), "backend": backend},
+            "streams": {
+                "input": [f"{prefix}/in/{{stream}}/value"],
+                "output": f"{prefix}/out/{{stream}}",
+                "output_qos": args.output_qos,
+                "max_streams": args.streams,
+                "queue_size": 20000,
+            },
+            "state": {"dir": str(work / "state"), "checkpoint_interval_s": 30},
+            "stats": {"interval_s": 1},
+            "logging": {"level": "warning", "warn_interval_s": None},
+        },
+    )
+    status = Watcher(broker.host, broker.port, [daemon.status_topic], qos=0, protocol="5")
+    daemon.start()
     parent, child = mp.Pipe()
     stop = mp.Event()
     sub = mp.Process(
         target=subscriber,
-        args=(broker.host, broker.port, [f"{prefix}/out/+", f"edge-gru/bench-{backend}/stats"], child, stop),
+        args=(broker.host, broker.port, [f"{prefix}/out/+", daemon.stats_topic], child, stop),
     )
     sub.start()
     parent.recv()
-    pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    pub.max_inflight_messages_set(1000)
-    pub.max_queued_messages_set(0)
-    pub.connect(broker.host, broker.port)
-    pub.loop_start()
-    status = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    online: list[bytes] = []
-    status.on_message = lambda c, u, m: online.append(bytes(m.payload))
-    status.connect(broker.host, broker.port)
-    status.subscribe(f"edge-gru/bench-{backend}/status")
-    status.loop_start()
+    pub = Publisher(broker.host, broker.port, protocol="5", max_inflight=1000).client
     deadline = time.monotonic() + 180
-    while b"online" not in online:
-        if daemon.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"daemon for {backend} did not come up:\n{(work / f'{backend}.log').read_text()[-2000:]}")
+    while b"online" not in status.on(daemon.status_topic):
+        if not daemon.alive() or time.monotonic() > deadline:
+            raise SystemExit(f"daemon for {backend} did not come up:\n{daemon.log_text()[-2000:]}")
         time.sleep(0.05)
     k = np.zeros(args.streams, dtype=np.int64)
     results: dict[str, Any] = {"backend": backend, "phases": []}
@@ -229,10 +199,8 @@ level = "warning"
         parent.send("quit")
         sub.join(10)
         pub.loop_stop()
-        status.loop_stop()
-        daemon.terminate()
-        daemon.wait(30)
-        log.close()
+        status.close()
+        daemon.stop()
     return results
 
 

@@ -36,15 +36,7 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import paho.mqtt.client as mqtt  # noqa: E402
-from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
-
-from tests.brokers import Broker  # noqa: E402
-from tests.daemonproc import DEFAULT_MODEL, Daemon  # noqa: E402
+from edge_gru.harness import DEFAULT_MODEL, Broker, Daemon, Publisher, Watcher
 
 PERIOD_S = 300.0  # the simulated sensors' sample period (their payload timestamps); sending is paced by --rate
 INPUT = "sensors/{stream}/value"
@@ -60,30 +52,26 @@ class Collector:
         self.first_seen: dict[tuple[str, float], float] = {}
         self.duplicates = 0
         self.stats: list[tuple[float, dict[str, Any]]] = []
-        self.connects = 0
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"soak-watch-{uuid.uuid4().hex[:8]}", clean_session=False
+        self.watcher = Watcher(
+            host,
+            port,
+            [OUTPUT.replace("{stream}", "+"), stats_topic],
+            client_id=f"soak-watch-{uuid.uuid4().hex[:8]}",
+            clean_session=False,
+            handler=self._on_message,
+            record=False,
+            max_inflight=1000,
         )
-        self.client.on_connect = self._on_connect
-        self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(1, 1)
-        self.client.max_inflight_messages_set(1000)
-        self._ready = threading.Event()
-        self.client.on_subscribe = lambda *a: self._ready.set()
-        self.client.connect(host, port, keepalive=30)
-        self.client.loop_start()
-        if not self._ready.wait(10):
-            raise RuntimeError("the soak's subscriber could not subscribe")
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
-        self.connects += 1
-        client.subscribe([(OUTPUT.replace("{stream}", "+"), 1), (self.stats_topic, 1)])
+    @property
+    def connects(self) -> int:
+        return self.watcher.connects
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, topic: str, payload: bytes, retain: bool) -> None:
         now = time.time()
-        doc = json.loads(msg.payload)
+        doc = json.loads(payload)
         with self.lock:
-            if msg.topic == self.stats_topic:
+            if topic == self.stats_topic:
                 self.stats.append((now, doc))
                 return
             key = (doc["stream"], float(doc["ts"]))
@@ -97,39 +85,17 @@ class Collector:
             return self.stats[index:]
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.watcher.close()
 
 
-class Sensors:
-    """One MQTT client publishing every simulated sensor's readings with QoS 1."""
+class Sensors(Publisher):
+    """One MQTT client publishing every simulated sensor's readings with QoS 1, counting acknowledgements."""
 
     def __init__(self, host: str, port: int) -> None:
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"soak-sensors-{uuid.uuid4().hex[:8]}")
-        self.client.max_inflight_messages_set(1000)
-        self.client.max_queued_messages_set(0)
-        self.client.reconnect_delay_set(1, 1)
-        self.client.connect(host, port, keepalive=30)
-        self.client.loop_start()
-        self.infos: list[mqtt.MQTTMessageInfo] = []
+        super().__init__(host, port, client_id=f"soak-sensors-{uuid.uuid4().hex[:8]}", max_inflight=1000)
 
-    def publish(self, topic: str, payload: bytes) -> None:
-        self.infos.append(self.client.publish(topic, payload, qos=1))
-
-    def wait_connected(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.client.is_connected():
-                return True
-            time.sleep(0.05)
-        return False
-
-    def acknowledged(self) -> int:
-        return sum(1 for info in self.infos if info.is_published())
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+    def publish_reading(self, topic: str, payload: bytes) -> None:
+        self.publish(topic, payload, keep=True)
 
 
 def build_messages(n: int, streams: int, faults: str, seed: int) -> tuple[list[tuple[str, bytes]], Any]:
@@ -259,8 +225,7 @@ class Soak:
         broker = Broker(self.workdir / "mosquitto").start()
         daemon = Daemon(
             self.workdir / "daemon",
-            host=broker.host,
-            port=broker.port,
+            broker=broker,
             sections={
                 "model": {"path": self.model, "backend": self.backend},
                 "streams": {"max_streams": max(1000, 2 * self.streams)},
@@ -330,7 +295,7 @@ class Soak:
                     send_times.setdefault((topic.split("/")[1], ts), time.time())
                 except (ValueError, KeyError, TypeError):
                     pass
-                sensors.publish(topic, payload)
+                sensors.publish_reading(topic, payload)
                 sent += 1
                 if now - t0 >= next_report:
                     next_report += self.duration_s / 10

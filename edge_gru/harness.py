@@ -69,7 +69,7 @@ def wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise HarnessError(f"{proc.args[0]} exited with status {proc.returncode} before listening on {port}")
+            raise HarnessError(f"the server exited with status {proc.returncode} before listening on {port}")
         try:
             with socket.create_connection((host, port), timeout=0.2):
                 return
@@ -308,7 +308,7 @@ class Daemon:
         self._log_lock = threading.Lock()
         self._reader: threading.Thread | None = None
         self.starts = 0
-        self._ready_mark = 0
+        self._run_mark = 0  # log lines before this run
 
     @property
     def stats_topic(self) -> str:
@@ -333,7 +333,8 @@ class Daemon:
             if limit is not None:
                 resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-        self._ready_mark = len(self.events("mqtt_subscribed"))
+        with self._log_lock:
+            self._run_mark = len(self._log)
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(
             self.command,
@@ -377,22 +378,36 @@ class Daemon:
         if self.proc is not None and self.proc.poll() is not None:
             raise HarnessError(f"edge-gru serve exited with status {self.proc.returncode}:\n{self.log_text()[-2000:]}")
 
+    def wait_for(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+        """``wait_until`` that fails at once, with the log's tail, when the daemon exits meanwhile."""
+
+        def check() -> Any:
+            value = predicate()
+            if not value and not self.alive():
+                self._join_reader()
+                rc = self.proc and self.proc.returncode
+                raise AssertionError(f"the daemon exited ({rc}) while waiting for {what}:\n{self.log_text()[-3000:]}")
+            return value
+
+        return wait_until(check, timeout, what, interval=0.05)
+
     def log_text(self) -> str:
         with self._log_lock:
             return "\n".join(self._log)
 
-    def events(self, name: str) -> list[str]:
-        """The log lines of event ``name`` (logfmt or JSON), from every run."""
+    def events(self, name: str, *, this_run: bool = False) -> list[str]:
+        """The log lines of event ``name`` (logfmt or JSON), from every run or from this one."""
         with self._log_lock:
-            return [line for line in self._log if name in _EVENT.findall(line)]
+            lines = self._log[self._run_mark :] if this_run else self._log
+            return [line for line in lines if name in _EVENT.findall(line)]
 
-    def wait_log(self, name: str, timeout: float = 30.0, count: int = 1) -> None:
-        """Until ``count`` lines of event ``name`` have been logged (over all runs)."""
+    def wait_log(self, name: str, timeout: float = 30.0, count: int = 1, *, this_run: bool = False) -> None:
+        """Until ``count`` lines of event ``name`` have been logged (over all runs, or in this one)."""
         deadline = time.monotonic() + timeout
-        while len(self.events(name)) < count:
+        while len(self.events(name, this_run=this_run)) < count:
             if not self.alive():
                 self._join_reader()
-                if len(self.events(name)) >= count:
+                if len(self.events(name, this_run=this_run)) >= count:
                     return
                 raise AssertionError(
                     f"daemon exited ({self.proc and self.proc.returncode}):\n{self.log_text()[-4000:]}"
@@ -409,7 +424,7 @@ class Daemon:
         after this returns reach the daemon.
         """
         deadline = time.monotonic() + timeout
-        self.wait_log("mqtt_subscribed", timeout, count=self._ready_mark + 1)
+        self.wait_log("mqtt_subscribed", timeout, this_run=True)
         if self.broker is not None:
             self.broker.wait_subscribed(self.client_id, max(deadline - time.monotonic(), 0.1), alive=self.alive)
 

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 import edge_gru
-from edge_gru import aot
+from edge_gru import aot, harness
 from edge_gru.cli import main
 from edge_gru.harness import Broker
 from edge_gru.kernel_layout import STATE_PER_UNIT, tile_scratch_size
@@ -161,20 +161,19 @@ def test_daemon_with_aot_kernels_loads_neither_numba_nor_llvmlite(
     kernel_dir: Path, broker: Broker, tmp_path: Path
 ) -> None:
     """The daemon serves 100 streams from the compiled module: no numba or llvmlite mapped, RSS under 64 MiB."""
-    daemonproc = pytest.importorskip("tests.daemonproc")
+    pytest.importorskip("paho.mqtt")
     prefix = f"aot{os.getpid()}"
-    daemon = daemonproc.Daemon(
+    daemon = harness.Daemon(
         tmp_path,
-        host=broker.host,
-        port=broker.port,
+        broker=broker,
         sections={
             "model": {"path": str(DEFAULT_MODEL), "backend": "numba"},
             "streams": {"input": [f"{prefix}/in/{{stream}}"], "output": f"{prefix}/out/{{stream}}"},
         },
         env={"EDGE_GRU_KERNEL_DIR": str(kernel_dir), "EDGE_GRU_KERNELS": "aot"},
     )
-    watcher = daemonproc.Watcher(broker.host, broker.port, [f"{prefix}/out/+"])
-    publisher = daemonproc.Publisher(broker.host, broker.port)
+    watcher = harness.Watcher(broker.host, broker.port, [f"{prefix}/out/+"])
+    publisher = harness.Publisher(broker.host, broker.port)
     try:
         daemon.start()
         daemon.wait_ready(120)

@@ -6,81 +6,41 @@ readings, never with stored numbers, so the tests hold for any bundle in models/
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 import edge_gru
+from edge_gru import harness
 from edge_gru.bundle import GRUWeights, load_bundle, write_bundle
-from edge_gru.harness import Broker
-from tests.conftest import DEFAULT_MODEL, ROOT
+from edge_gru.harness import DEFAULT_MODEL, Broker, wait_until
 
-EDGE_GRU = Path(sys.executable).parent / "edge-gru"
 pytestmark = pytest.mark.timeout(240)
 
 
-def wait_until(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+class Client(harness.Watcher):
+    """An MQTT 5 test client that collects what it is subscribed to and publishes readings."""
 
-
-class Client:
-    """A paho test client that publishes readings and collects what it is subscribed to."""
-
-    def __init__(self, broker: Broker, subscribe: list[str] = ()) -> None:  # type: ignore[assignment]
-        self.messages: list[tuple[str, bytes, bool]] = []
-        self.lock = threading.Lock()
-        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.c.on_message = self._on_message
-        self.c.connect(broker.host, broker.port)
-        self.c.loop_start()
-        for topic in subscribe:
-            self.c.subscribe(topic, qos=1)
-        time.sleep(0.2)
-
-    def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        with self.lock:
-            self.messages.append((msg.topic, bytes(msg.payload), msg.retain))
+    def __init__(self, broker: Broker, subscribe: list[str]) -> None:
+        super().__init__(broker.host, broker.port, subscribe, protocol="5")
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 1) -> None:
-        self.c.publish(topic, payload, qos=qos).wait_for_publish(5)
+        self.client.publish(topic, payload, qos=qos).wait_for_publish(5)
 
     def forecasts(self, prefix: str) -> list[dict[str, Any]]:
-        with self.lock:
-            return [json.loads(p) for t, p, _ in self.messages if t.startswith(f"{prefix}/out/")]
-
-    def last(self, topic: str) -> bytes | None:
-        with self.lock:
-            found = [p for t, p, _ in self.messages if t == topic]
-        return found[-1] if found else None
-
-    def close(self) -> None:
-        self.c.loop_stop()
-        self.c.disconnect()
+        return [json.loads(p) for p in self.on(f"{prefix}/out/+")]
 
 
-class Daemon:
-    """One ``edge-gru serve`` process with its own config, state dir and log."""
+class Daemon(harness.Daemon):
+    """``edge-gru serve`` on the numba backend for one topic prefix; ``start`` waits for this run's ``ready``."""
 
     def __init__(
         self,
@@ -92,90 +52,31 @@ class Daemon:
         protocol: str = "5",
         checkpoint_interval_s: float = 3600,
         state_dir: Path | None = None,
-        extra: str = "",
         env: dict[str, str] | None = None,
     ) -> None:
         self.prefix = prefix
-        self.client_id = f"d-{prefix}"
-        self.state_dir = state_dir or tmp / "state"
-        self.config = tmp / f"{prefix}.toml"
-        self.log_path = tmp / f"{prefix}.log"
-        self.config.write_text(
-            f"""
-[mqtt]
-host = "{broker.host}"
-port = {broker.port}
-client_id = "{self.client_id}"
-protocol = "{protocol}"
-keepalive_s = 5
-reconnect_min_s = 0.5
-reconnect_max_s = 2
-[model]
-path = "{model}"
-backend = "numba"
-[streams]
-input = ["{prefix}/in/{{stream}}/value"]
-output = "{prefix}/out/{{stream}}"
-[state]
-dir = "{self.state_dir}"
-checkpoint_interval_s = {checkpoint_interval_s}
-[stats]
-interval_s = 0.3
-[logging]
-level = "debug"
-warn_interval_s = 0.5
-{extra}
-"""
+        super().__init__(
+            tmp,
+            broker=broker,
+            client_id=f"d-{prefix}",
+            name=prefix,
+            env=env,
+            own_numba_cache=False,  # the one ref_model filled
+            sections={
+                "mqtt": {"protocol": protocol, "keepalive_s": 5, "reconnect_min_s": 0.5, "reconnect_max_s": 2},
+                "model": {"path": str(model), "backend": "numba"},
+                "streams": {"input": [f"{prefix}/in/{{stream}}/value"], "output": f"{prefix}/out/{{stream}}"},
+                "state": {"dir": str(state_dir or tmp / "state"), "checkpoint_interval_s": checkpoint_interval_s},
+                "stats": {"interval_s": 0.3},
+                "logging": {"level": "debug", "warn_interval_s": 0.5},
+            },
         )
-        self.env = {**os.environ, **(env or {})}
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def status_topic(self) -> str:
-        return f"edge-gru/{self.client_id}/status"
-
-    @property
-    def stats_topic(self) -> str:
-        return f"edge-gru/{self.client_id}/stats"
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.state_dir / f"{self.client_id}.checkpoint.npz"
 
     def start(self, *, ready: bool = True) -> Daemon:
-        self.mark = self.log().count("event=ready ")
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [str(EDGE_GRU), "serve", "--config", str(self.config)], stderr=log, cwd=ROOT, env=self.env
-            )
+        super().start()
         if ready:
-            self.wait_log("event=ready ", count=self.mark + 1)
+            self.wait_log("ready", 90, this_run=True)
         return self
-
-    def log(self) -> str:
-        return self.log_path.read_text() if self.log_path.exists() else ""
-
-    def wait_log(self, needle: str, *, count: int = 1, timeout: float = 90) -> None:
-        def seen() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
-            return self.log().count(needle) >= count
-
-        wait_until(seen, timeout, f"{needle!r} x{count} in the daemon log")
-
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
-    def wait(self, timeout: float = 30) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
 
 
 def readings(stream: str, n: int, *, start: int = 0, seed: int = 0) -> list[tuple[float, float]]:
@@ -249,7 +150,7 @@ def test_forecasts_for_many_streams_equal_pool_update(shared: tuple[Daemon, Clie
     sent = {f"s{i}": readings(f"s{i}", 20) for i in range(60)}
     for t in range(20):
         for stream, rows in sent.items():
-            client.c.publish(f"{daemon.prefix}/in/{stream}/value", payload(*rows[t]), qos=1)
+            client.client.publish(f"{daemon.prefix}/in/{stream}/value", payload(*rows[t]), qos=1)
     expected = reference(ref_model, sent)
     n_expected = sum(len(v) for v in expected.values())
     wait_until(
@@ -263,11 +164,17 @@ def test_forecasts_for_many_streams_equal_pool_update(shared: tuple[Daemon, Clie
         assert d["model"] == ref_model.id and d["backend"] == "numba"
         assert d["forecast_ts"] == d["ts"] + 60.0
     assert client.last(daemon.status_topic) == b"online"
-    stats = wait_until(lambda: (s := latest_stats(client, daemon))["published"] >= n_expected and s, 10, "stats")
+    # the first stats message that counts every forecast covers the interval they were made in: it has latencies
+    # (a later one may cover an idle interval, whose quantiles are None)
+    stats = wait_until(
+        lambda: next((s for s in map(json.loads, client.on(daemon.stats_topic)) if s["published"] >= n_expected), None),
+        10,
+        "stats counting every forecast",
+    )
     assert stats["tensorflow_loaded"] is False  # the daemon process never imports TensorFlow
     assert stats["streams"] >= 60 and stats["rss_mib"] > 0 and stats["latency"]["p99_ms"] is not None
     # the state dir is a file: checkpoints fail, are logged once, and serving goes on
-    assert daemon.log().count("event=checkpoint_failed") == 1 and stats["checkpoint_failures"] >= 1
+    assert daemon.log_text().count("event=checkpoint_failed") == 1 and stats["checkpoint_failures"] >= 1
 
 
 def test_bad_payload_battery_is_counted_and_harmless(shared: tuple[Daemon, Client], ref_model: edge_gru.Model) -> None:
@@ -310,7 +217,7 @@ def test_bad_payload_battery_is_counted_and_harmless(shared: tuple[Daemon, Clien
     }
     assert sum(v for k, v in dropped.items() if k in payload_reasons) == bad - 15
     assert after["received"] == after["published"] + after["dropped_total"] + after["queued"]
-    log = daemon.log()
+    log = daemon.log_text()
     assert "event=dropped_reading" in log and f"topic={daemon.prefix}/in/victim/value" in log
     assert log.count("reason=too_large") <= 3  # rate limited, not one line per message
 
@@ -329,16 +236,16 @@ def test_broker_restart_reconnects_and_resubscribes(
         wait_until(lambda: len(client.forecasts(prefix)) >= 3, 20, "forecasts before the restart")
         client.close()
         private_broker.stop()  # mosquitto saves its sessions on exit
-        daemon.wait_log("event=mqtt_connection_lost")
+        daemon.wait_log("mqtt_connection_lost")
         private_broker.start()
         client = Client(private_broker, [f"{prefix}/out/+"])
         for row in sent["a"][12:]:  # published as soon as the broker is back, maybe before the daemon is
             client.publish(f"{prefix}/in/a/value", payload(*row))
-        daemon.wait_log("event=mqtt_subscribed", count=2)
+        daemon.wait_log("mqtt_subscribed", count=2)
         expected = {ts: v for ts, v in reference(ref_model, sent)["a"].items() if ts >= sent["a"][12][0]}
         wait_until(lambda: len(client.forecasts(prefix)) >= len(expected), 20, "forecasts after the restart")
         assert by_stream(client.forecasts(prefix))["a"] == expected
-        assert "session_present=true" in daemon.log().split("event=mqtt_connection_lost")[1]
+        assert "session_present=true" in daemon.log_text().split("event=mqtt_connection_lost")[1]
         daemon.signal(signal.SIGTERM)
         assert daemon.wait() == 0
     finally:
@@ -359,13 +266,13 @@ def test_sigterm_checkpoints_goes_offline_and_misses_nothing_while_down(
         wait_until(lambda: len(client.forecasts(topic_prefix)) >= 12, 20, "forecasts")
         daemon.signal(signal.SIGTERM)
         assert daemon.wait() == 0
-        assert daemon.checkpoint.exists()
+        assert daemon.checkpoint_path.exists()
         wait_until(lambda: client.last(daemon.status_topic) == b"offline", 5, "status offline")
         for t in range(15, 30):  # the daemon is down: the broker keeps these in its session
             for s in sent:
                 client.publish(f"{topic_prefix}/in/{s}/value", payload(*sent[s][t]))
         daemon.start()
-        assert "event=checkpoint_restored" in daemon.log() and "streams=2" in daemon.log()
+        assert "event=checkpoint_restored" in daemon.log_text() and "streams=2" in daemon.log_text()
         expected = reference(ref_model, sent)
         n = sum(len(v) for v in expected.values())
         wait_until(lambda: len(client.forecasts(topic_prefix)) >= n, 20, f"{n} forecasts")
@@ -388,7 +295,7 @@ def test_sigkill_restart_restores_the_last_checkpoint(
         wait_until(lambda: len(client.forecasts(topic_prefix)) >= 15 - 9, 20, "forecasts")
         done = time.time()
         wait_until(
-            lambda: daemon.checkpoint.exists() and daemon.checkpoint.stat().st_mtime > done + 0.1,
+            lambda: daemon.checkpoint_path.exists() and daemon.checkpoint_path.stat().st_mtime > done + 0.1,
             10,
             "a checkpoint after the last reading",
         )
@@ -396,7 +303,7 @@ def test_sigkill_restart_restores_the_last_checkpoint(
         daemon.wait()
         wait_until(lambda: client.last(daemon.status_topic) == b"offline", 15, "the last will")
         daemon.start()
-        assert "event=checkpoint_restored" in daemon.log()
+        assert "event=checkpoint_restored" in daemon.log_text()
         for row in sent["k"][15:]:
             client.publish(f"{topic_prefix}/in/k/value", payload(*row))
         expected = reference(ref_model, sent)["k"]
@@ -436,8 +343,8 @@ def test_sighup_reloads_a_good_bundle_and_refuses_a_corrupt_one(
         wait_until(lambda: len(client.forecasts(topic_prefix)) >= 3, 20, "forecasts")
         (bundle / "weights.npz").write_bytes(b"corrupt")
         daemon.signal(signal.SIGHUP)
-        daemon.wait_log("event=reload_refused")
-        assert "weights.npz" in daemon.log().split("event=reload_refused")[1].splitlines()[0]
+        daemon.wait_log("reload_refused")
+        assert "weights.npz" in daemon.log_text().split("event=reload_refused")[1].splitlines()[0]
         feed(12, 14)
         wait_until(lambda: len(client.forecasts(topic_prefix)) >= 5, 20, "forecasts from the old model")
         assert {d["model"] for d in client.forecasts(topic_prefix)} == {ref_model.id}
@@ -446,7 +353,7 @@ def test_sighup_reloads_a_good_bundle_and_refuses_a_corrupt_one(
         new_id = perturbed_bundle(bundle)
         assert new_id != ref_model.id
         daemon.signal(signal.SIGHUP)
-        daemon.wait_log("event=model_reloaded")
+        daemon.wait_log("model_reloaded")
         feed(14, 40)
         new_model = edge_gru.load(bundle, backend="numba")
         expected = reference(new_model, {"h": rows[14:]})["h"]  # another bundle: the streams start afresh on it
@@ -466,37 +373,23 @@ def test_sighup_reloads_a_good_bundle_and_refuses_a_corrupt_one(
 def test_systemd_notify_ready_watchdog_status_stopping(
     broker: Broker, tmp_path: Path, topic_prefix: str, ref_model: edge_gru.Model
 ) -> None:
-    path = tmp_path / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(path))
-    sock.settimeout(0.2)
-    got: list[tuple[float, str]] = []
-    stop = threading.Event()
-
-    def receive() -> None:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                got.append((time.monotonic(), sock.recv(4096).decode()))
-
-    reader = threading.Thread(target=receive, daemon=True)
-    reader.start()
-    daemon = Daemon(tmp_path, broker, topic_prefix, env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "600000"})
+    notify = harness.NotifySocket()
+    daemon = Daemon(tmp_path, broker, topic_prefix, env={"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "600000"})
     try:
         daemon.start()
-        wait_until(lambda: sum("WATCHDOG=1" in m for _, m in got) >= 4, 10, "watchdog pings")
+        wait_until(lambda: sum("WATCHDOG=1" in m for m in notify.texts()) >= 4, 10, "watchdog pings")
         daemon.signal(signal.SIGHUP)
-        daemon.wait_log("event=model_reloaded")
+        daemon.wait_log("model_reloaded")
         daemon.signal(signal.SIGTERM)
         assert daemon.wait() == 0
     finally:
         daemon.stop()
         time.sleep(0.3)
-        stop.set()
-        reader.join()
-        sock.close()
+        notify.close()
+    got = list(notify.messages)
     messages = [m for _, m in got]
     ready = next(i for i, m in enumerate(messages) if "READY=1" in m)
-    assert "event=mqtt_subscribed" in daemon.log()  # READY came after connect + subscribe
+    assert "event=mqtt_subscribed" in daemon.log_text()  # READY came after connect + subscribe
     assert any(m.startswith("STATUS=") for m in messages[:ready]), "a STATUS= while connecting"
     reloading = next(i for i, m in enumerate(messages) if m.startswith("RELOADING=1"))
     assert "MONOTONIC_USEC=" in messages[reloading] and any("READY=1" in m for m in messages[reloading + 1 :])
@@ -522,7 +415,7 @@ def test_sigterm_mid_burst_loses_and_repeats_nothing(
             for s in sent:
                 client.publish(f"{topic_prefix}/in/{s}/value", payload(*sent[s][t]))
         assert daemon.wait() == 0
-        first_run = daemon.log().split("event=stopped ")[1].split()[0]
+        first_run = daemon.log_text().split("event=stopped ")[1].split()[0]
         assert 3 * 60 < int(first_run.removeprefix("received=")) < 3 * 150  # it did stop mid-burst
         daemon.start()
         expected = reference(ref_model, sent)

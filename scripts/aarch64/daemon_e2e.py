@@ -18,12 +18,10 @@ import json
 import math
 import os
 import signal
-import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -33,8 +31,7 @@ sys.path.insert(0, str(REPO / "scripts" / "aarch64" / "checks"))
 
 from arm_checks import TOL, Report, load_reference, meta, stream_scale  # noqa: E402
 
-from tests.brokers import Broker  # noqa: E402
-from tests.daemonproc import Publisher, Watcher  # noqa: E402
+from edge_gru.harness import Broker, Daemon, Publisher, Watcher  # noqa: E402
 
 CONFIG = "/etc/edge-gru/edge-gru.toml"  # written by deploy/install.sh inside the root
 
@@ -53,17 +50,6 @@ def daemon_command(root: str, venv: str, config: str, overrides: dict[str, str])
     }
     assignments = [f"{k}={v}" for k, v in env.items()]
     return ["chroot", root, "/usr/bin/env", "-i", *assignments, f"{venv}/bin/edge-gru", "serve", "--config", config]
-
-
-def wait_until(pred: Any, timeout: float, what: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        if proc.poll() is not None:
-            raise RuntimeError(f"the emulated daemon exited ({proc.returncode}) while waiting for {what}:\n{tail(log)}")
-        time.sleep(0.1)
-    raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}:\n{tail(log)}")
 
 
 def tail(log: Path, n: int = 30) -> str:
@@ -103,7 +89,6 @@ def main() -> int:
     client_id = f"pi-{uuid.uuid4().hex[:6]}"
     status_topic = f"edge-gru/{client_id}/status"
     watcher = Watcher(broker.host, broker.port, ["predictions/+", status_topic, f"edge-gru/{client_id}/stats"])
-    log = work / "daemon.log"
     state_dir = Path(args.root) / args.state_dir.lstrip("/")
     checkpoint = state_dir / f"{client_id}.checkpoint.npz"
     overrides = {
@@ -113,14 +98,19 @@ def main() -> int:
         "EDGE_GRU_STATS_INTERVAL_S": "1",
         "EDGE_GRU_STATE_DIR": args.state_dir,
     }
-    proc: subprocess.Popen[bytes] | None = None
+    daemon = Daemon(
+        work,
+        broker=broker,
+        client_id=client_id,
+        command=daemon_command(args.root, args.venv, args.config, overrides),
+        own_numba_cache=False,
+    )
+    log = daemon.log_path
     publisher: Publisher | None = None
     try:
-        with open(log, "wb") as logf:
-            t0 = time.monotonic()
-            command = daemon_command(args.root, args.venv, args.config, overrides)
-            proc = subprocess.Popen(command, stdout=logf, stderr=logf)
-        wait_until(lambda: b"online" in watcher.on(status_topic), args.ready_timeout, "status online", proc, log)
+        t0 = time.monotonic()
+        daemon.start()
+        daemon.wait_for(lambda: b"online" in watcher.on(status_topic), args.ready_timeout, "status online")
         print(f"  daemon online after {time.monotonic() - t0:.1f} s (client id {client_id})", flush=True)
 
         publisher = Publisher(broker.host, broker.port)
@@ -132,13 +122,7 @@ def main() -> int:
         t1 = time.monotonic()
         publisher.publish_all(messages, timeout=120)
         expected = {(ids[s], float(ts[k, s])): float(want[k, s]) for k, s in zip(*np.nonzero(status == 0), strict=True)}
-        wait_until(
-            lambda: len(watcher.on("predictions/+")) >= len(expected),
-            300,
-            f"{len(expected)} forecasts",
-            proc,
-            log,
-        )
+        daemon.wait_for(lambda: len(watcher.on("predictions/+")) >= len(expected), 300, f"{len(expected)} forecasts")
         took = time.monotonic() - t1
         time.sleep(1.5)  # anything extra would show up now
         docs = [json.loads(p) for p in watcher.on("predictions/+")]
@@ -168,8 +152,8 @@ def main() -> int:
             stats = json.loads(stats_raw[-1])
             print(f"  last stats: {json.dumps({k: stats.get(k) for k in ('received', 'published', 'dropped')})}")
 
-        proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(120)
+        daemon.signal(signal.SIGTERM)
+        rc = daemon.wait(120)
         report.check("SIGTERM: exit status 0", rc == 0, f"exit {rc}")
         time.sleep(0.5)
         report.check("SIGTERM: status offline", watcher.on(status_topic)[-1:] == [b"offline"], "retained status")
@@ -179,9 +163,7 @@ def main() -> int:
     except Exception as exc:
         report.check("daemon run", False, f"{type(exc).__name__}: {exc}")
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
+        daemon.kill()
         if publisher is not None:
             publisher.close()
         watcher.close()

@@ -21,13 +21,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from edge_gru import aot
-from edge_gru.harness import ROOT, Broker, Daemon, NotifySocket, Publisher, Watcher, wait_until
+from edge_gru.harness import ROOT, Broker, Daemon, NotifySocket, Publisher, Watcher, scratch_broker, wait_until
 from edge_gru.procstat import memory_mib
 
 BACKENDS = {
@@ -123,18 +121,13 @@ def main() -> None:
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="edge-gru-mem-"))
-    broker = Broker(work / "mosquitto").start()
     rows = []
-    try:
+    with scratch_broker("edge-gru-mem-") as (broker, work):
         for name in [b for b in args.backends.split(",") if b]:
             first = run_daemon(name, args, broker, work, 1, serve=False)  # fills the kernel cache
             second = run_daemon(name, args, broker, work, 2, serve=True)
             second["first_start_to_ready_s"] = first.get("start_to_ready_s", first.get("error"))
             rows.append(second)
-    finally:
-        broker.stop()
-        shutil.rmtree(work, ignore_errors=True)
     if args.json:
         print(json.dumps(rows, indent=2))
         return

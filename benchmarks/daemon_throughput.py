@@ -23,14 +23,13 @@ import multiprocessing as mp
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge_gru.harness import ROOT, Broker, Daemon, Publisher, Watcher
+from edge_gru.harness import ROOT, Broker, Daemon, Publisher, Watcher, scratch_broker
 from edge_gru.procstat import memory_mib
 
 
@@ -219,16 +218,13 @@ def main() -> None:
     args.rates = [float(r) for r in args.rates.split(",")]
     import edge_gru
 
-    work = Path(tempfile.mkdtemp(prefix="edge-gru-bench-"))
-    broker = Broker(
-        work / "mosquitto", extra_config="max_inflight_messages 1000\nmax_queued_messages 1000000\n"
-    ).start()
     out: dict[str, Any] = {
         "machine": f"{os.cpu_count()} CPUs, {os.uname().machine}",
         "streams": args.streams,
         "runs": [],
     }
-    try:
+    deep = "max_inflight_messages 1000\nmax_queued_messages 1000000\n"
+    with scratch_broker("edge-gru-bench-", extra_config=deep) as (broker, work):
         for backend in args.backends.split(","):
             try:
                 edge_gru.load(args.model, backend=backend)
@@ -237,9 +233,6 @@ def main() -> None:
                 out["runs"].append({"backend": backend, "skipped": str(exc)})
                 continue
             out["runs"].append(run_backend(backend, args, broker, work))
-    finally:
-        broker.stop()
-        shutil.rmtree(work, ignore_errors=True)
     if args.json:
         print(json.dumps(out, indent=2))
         return

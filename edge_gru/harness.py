@@ -9,6 +9,7 @@ broker and the daemon launcher work without the device extras.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -23,7 +24,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -185,6 +186,18 @@ class Broker:
             if time.monotonic() >= deadline:
                 raise AssertionError(f"{client_id} did not subscribe to the restarted broker within {timeout:g} s")
             time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def scratch_broker(prefix: str, *, extra_config: str = "") -> Iterator[tuple[Broker, Path]]:
+    """A started broker in a new temporary work directory; both gone on exit."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        work = Path(tmp)
+        broker = Broker(work / "mosquitto", extra_config=extra_config).start()
+        try:
+            yield broker, work
+        finally:
+            broker.stop()
 
 
 def stay_root() -> str:

@@ -287,18 +287,29 @@ def test_sigkill_restart_restores_the_last_checkpoint(
     broker: Broker, tmp_path: Path, topic_prefix: str, ref_model: edge_gru.Model
 ) -> None:
     daemon = Daemon(tmp_path, broker, topic_prefix, checkpoint_interval_s=0.2).start()
-    client = Client(broker, [f"{topic_prefix}/out/+", daemon.status_topic])
+    client = Client(broker, [f"{topic_prefix}/out/+", daemon.status_topic, daemon.stats_topic])
     try:
         sent = {"k": readings("k", 25)}
         for row in sent["k"][:15]:
             client.publish(f"{topic_prefix}/in/k/value", payload(*row))
         wait_until(lambda: len(client.forecasts(topic_prefix)) >= 15 - 9, 20, "forecasts")
-        done = time.time()
+
+        def stats() -> list[dict[str, Any]]:
+            return [json.loads(p) for p in client.on(daemon.stats_topic)]
+
+        # stats and checkpoints run on the worker thread between batches: a save counted after the first
+        # snapshot that holds every reading holds them too
+        handled = wait_until(
+            lambda: next((s for s in stats() if s["received"] >= 15 and s["queued"] == 0), None),
+            10,
+            "stats counting every reading",
+        )
         wait_until(
-            lambda: daemon.checkpoint_path.exists() and daemon.checkpoint_path.stat().st_mtime > done + 0.1,
+            lambda: any(s["checkpoints"] > handled["checkpoints"] for s in stats()),
             10,
             "a checkpoint after the last reading",
         )
+        assert daemon.checkpoint_path.exists()
         daemon.signal(signal.SIGKILL)
         daemon.wait()
         wait_until(lambda: client.last(daemon.status_topic) == b"offline", 15, "the last will")

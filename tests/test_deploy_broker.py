@@ -10,10 +10,8 @@ import json
 import os
 import pwd
 import shutil
-import signal
 import ssl
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -25,7 +23,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.conftest import DEFAULT_MODEL
+from edge_gru.harness import Daemon, wait_until
 from tests.deploy_support import MOSQUITTO, DeployBroker, make_certs, write_passwords
 
 pytestmark = pytest.mark.timeout(180)
@@ -141,15 +139,6 @@ class Client:
         self.c.loop_stop()
 
 
-def wait_until(cond, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def test_tls_with_a_password_is_the_only_way_in(secure: SecureBroker) -> None:
     ca = secure.certs / "ca.crt"
     ok = Client(secure.port, user="dashboard", ca=ca).connect()
@@ -202,38 +191,29 @@ def test_client_certificate_from_make_certs_is_valid_for_mutual_tls(secure: Secu
     assert (secure.certs / "client-boiler.key").stat().st_mode & 0o077 == 0, "private keys must be 0600"
 
 
-def _daemon_config(tmp_path: Path, secure: SecureBroker) -> Path:
+def _daemon(tmp_path: Path, secure: SecureBroker) -> Daemon:
+    """The daemon as a device runs it against this broker: TLS, its own login, the client_id the ACL names."""
     pw = tmp_path / "mqtt-password"
     pw.write_text(PASSWORDS["edge-gru"] + "\n")
     pw.chmod(0o600)
-    config = tmp_path / "edge-gru.toml"
-    config.write_text(
-        f"""
-[mqtt]
-host = "localhost"
-port = {secure.port}
-client_id = "{NODE}"
-username = "edge-gru"
-password_file = "{pw}"
-tls = true
-tls_ca = "{secure.certs / "ca.crt"}"
-
-[model]
-path = "{DEFAULT_MODEL}"
-backend = "numpy"
-
-[streams]
-input = ["sensors/{{stream}}/value"]
-output = "predictions/{{stream}}"
-
-[state]
-dir = "{tmp_path / "state"}"
-
-[stats]
-interval_s = 0.5
-"""
+    return Daemon(
+        tmp_path,
+        client_id=NODE,
+        sections={
+            "mqtt": {
+                "host": "localhost",
+                "port": secure.port,
+                "username": "edge-gru",
+                "password_file": str(pw),
+                "tls": True,
+                "tls_ca": str(secure.certs / "ca.crt"),
+                "reconnect_min_s": None,  # the product's defaults
+                "reconnect_max_s": None,
+            },
+            "stats": {"interval_s": 0.5},
+            "logging": {"level": None, "warn_interval_s": None},
+        },
     )
-    return config
 
 
 def test_daemon_over_tls_and_the_acl_stops_forged_publishes(secure: SecureBroker, tmp_path: Path) -> None:
@@ -244,21 +224,13 @@ def test_daemon_over_tls_and_the_acl_stops_forged_publishes(secure: SecureBroker
     dashboard.subscribe("predictions/#")
     dashboard.subscribe(f"edge-gru/{NODE}/#")
 
-    log = tmp_path / "daemon.log"
-    with open(log, "wb") as fh:
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "edge_gru.cli", "serve", "--config", str(_daemon_config(tmp_path, secure))],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")},
-        )
+    daemon = _daemon(tmp_path, secure).start()
     try:
-        wait_until(
-            lambda: (f"edge-gru/{NODE}/status", b"online") in dashboard.received() or daemon.poll() is not None,
+        daemon.wait_for(
+            lambda: (f"edge-gru/{NODE}/status", b"online") in dashboard.received(),
             60,
             "the daemon's online status over TLS",
         )
-        assert daemon.poll() is None, log.read_text()
 
         boiler = Client(secure.port, user="boiler", ca=ca).connect()
         # Forged: another sensor's reading, a fake forecast, a fake daemon status.
@@ -297,38 +269,22 @@ def test_daemon_over_tls_and_the_acl_stops_forged_publishes(secure: SecureBroker
         assert all(f["value"] < 1e6 and f["ts"] >= t0 for f in forecasts)
         # The daemon saw exactly the boiler's readings.
         assert max(s["received"] for s in stats()) == readings
-        assert "kettle" not in log.read_text()
+        assert "kettle" not in daemon.log_text()
         boiler.close()
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            rc = daemon.wait(30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            raise
+        rc = daemon.stop()
         auditor.close()
         dashboard.close()
-    assert rc == 0, log.read_text()
+    assert rc == 0, daemon.log_text()
 
 
 def test_the_daemon_is_refused_with_a_wrong_password(secure: SecureBroker, tmp_path: Path) -> None:
-    config = _daemon_config(tmp_path, secure)
+    daemon = _daemon(tmp_path, secure)
     (tmp_path / "mqtt-password").write_text("wrong\n")
-    log = tmp_path / "daemon.log"
-    with open(log, "wb") as fh:
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "edge_gru.cli", "serve", "--config", str(config)],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
+    daemon.start()
     try:
-        wait_until(lambda: "mqtt_connect_refused" in log.read_text(), 60, "the refusal in the daemon's log")
-        assert daemon.poll() is None, "a refused login must not kill the daemon (it retries)"
+        daemon.wait_log("mqtt_connect_refused", 60)
+        assert daemon.alive(), "a refused login must not kill the daemon (it retries)"
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            raise
-    assert "hint=" in log.read_text()
+        daemon.stop()
+    assert "hint=" in daemon.log_text()

@@ -35,6 +35,7 @@ class StreamRun:
     status: np.ndarray  # (T,) Status codes
     resets: np.ndarray  # (T,) bool: a gap reset happened before this row
     pairs: np.ndarray  # (T,) bool: the forecast at row t is scored against the next accepted row
+    forecast_ts: np.ndarray | None = None  # (T,) epoch seconds the forecast is for; NaN when unknown
 
 
 def run_streams(model: Model, streams: Mapping[str, Series], *, max_streams: int | None = None) -> dict[str, StreamRun]:
@@ -43,7 +44,8 @@ def run_streams(model: Model, streams: Mapping[str, Series], *, max_streams: int
     pool = model.pool(max_streams=max_streams or max(len(ids), 1))
     lengths = {sid: len(s) for sid, s in streams.items()}
     out = {
-        sid: (np.full(n, np.nan), np.zeros(n, dtype=np.uint8), np.zeros(n, dtype=bool)) for sid, n in lengths.items()
+        sid: (np.full(n, np.nan), np.zeros(n, dtype=np.uint8), np.zeros(n, dtype=bool), np.full(n, np.nan))
+        for sid, n in lengths.items()
     }
     timed = all(s.times is not None for s in streams.values())
     for t in range(max(lengths.values(), default=0)):
@@ -53,13 +55,14 @@ def run_streams(model: Model, streams: Mapping[str, Series], *, max_streams: int
         now = float(ts.max()) if ts is not None else float(t)
         result = pool.update_detailed(live, values, ts, now=now)
         for k, sid in enumerate(live):
-            forecasts, status, resets = out[sid]
+            forecasts, status, resets, forecast_ts = out[sid]
             forecasts[t] = result.forecasts[k]
             status[t] = result.status[k]
             resets[t] = result.resets[k]
+            forecast_ts[t] = result.forecast_ts[k]
     runs = {}
-    for sid, (forecasts, status, resets) in out.items():
-        runs[sid] = StreamRun(forecasts, status, resets, _pairs(streams[sid], forecasts, status))
+    for sid, (forecasts, status, resets, forecast_ts) in out.items():
+        runs[sid] = StreamRun(forecasts, status, resets, _pairs(streams[sid], forecasts, status), forecast_ts)
     return runs
 
 

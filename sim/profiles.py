@@ -63,6 +63,7 @@ class ReplaySource:
     column: str
     time_column: str | None = None
     stream: str | None = None
+    strict: bool = False  # refuse duplicate and out-of-order rows instead of dropping them as the daemon does
 
 
 def build_streams(
@@ -94,7 +95,9 @@ def build_streams(
         out.append(Stream.regular(f"{profile}-{counts[profile]:02d}", profile, t, values, period_s))
     names = {s.stream for s in out}
     for source in replays:
-        col = load_column(source.path, source.column, time_column=source.time_column, limit=replay_samples)
+        col = load_column(
+            source.path, source.column, time_column=source.time_column, limit=replay_samples, strict=source.strict
+        )
         name = source.stream or _slug(f"{col.path.stem}-{col.column}")
         base, n = name, 1
         while name in names:

@@ -31,7 +31,12 @@ class ReplayColumn:
 
 
 def load_column(
-    path: str | os.PathLike[str], column: str, *, time_column: str | None = None, limit: int | None = None
+    path: str | os.PathLike[str],
+    column: str,
+    *,
+    time_column: str | None = None,
+    limit: int | None = None,
+    strict: bool = False,
 ) -> ReplayColumn:
     """The present readings of ``column`` (at most ``limit``), timed by ``time_column`` (default: the first column).
 
@@ -39,7 +44,7 @@ def load_column(
     column, a non-numeric cell or a time the timestamp rule refuses.
     """
     where = Path(path)
-    series = read_series(where, column=column, time_column=time_column)
+    series = read_series(where, column=column, time_column=time_column, strict=strict)
     if series.times is None:
         raise DataError(f"{where}: column {column!r} is the first column; name the time column (--time-column)")
     if limit is not None:

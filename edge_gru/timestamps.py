@@ -53,7 +53,7 @@ def parse_timestamp(value: object) -> float:
             raise TimestampError("the time is an integer beyond the float range; expected epoch seconds") from None
     if not math.isfinite(ts):
         raise TimestampError(f"the time {ts} is not finite; expected epoch seconds or an ISO 8601 string")
-    if abs(ts) >= MAX_ABS_EPOCH_S:
+    if abs(ts) > MAX_ABS_EPOCH_S:
         raise TimestampError(f"the time {ts:.0f} looks like milliseconds; expected epoch seconds")
     return ts
 

@@ -214,3 +214,15 @@ def test_unordered_csv_gives_the_same_forecasts_through_evaluate_replay_forecast
         assert doc["total"][key] == want[key], key
     strict = CliRunner().invoke(main, ["evaluate", str(DEFAULT_MODEL), str(csv), "--column", "demand", "--strict"])
     assert strict.exit_code == 1 and "line 103" in strict.output and "does not increase" in strict.output
+
+
+def test_one_pairing_rule_for_evaluate_and_the_simulator() -> None:
+    """The next accepted reading, at most 1.5 periods later: checked against a loop written out by hand."""
+    from edge_gru.scoring import PAIR_GAP, next_reading_pairs
+
+    rng = np.random.default_rng(2)
+    ts = np.cumsum(rng.choice([60.0, 60.0, 60.0, 90.0, 91.0, 200.0], size=300))
+    has = rng.random(300) < 0.8
+    want = [k for k in range(299) if has[k] and ts[k + 1] - ts[k] <= 90.0]
+    assert PAIR_GAP == 1.5
+    assert next_reading_pairs(ts, has, 60.0).tolist() == want

@@ -141,8 +141,12 @@ def test_missing_value_tokens_are_one_set_for_every_reader(tmp_path: Path) -> No
 
     path = tmp_path / "tokens.csv"
     tokens = sorted(MISSING)
-    path.write_text("t,v\n" + "".join(f"{i},{tok}\n" for i, tok in enumerate(tokens)) + f"{len(tokens)},7\n"
-                    + f"{len(tokens) + 1},8\n")
+    path.write_text(
+        "t,v\n"
+        + "".join(f"{i},{tok}\n" for i, tok in enumerate(tokens))
+        + f"{len(tokens)},7\n"
+        + f"{len(tokens) + 1},8\n"
+    )
     s = read_series(path, column="v")
     col = load_column(path, "v")
     assert int(np.isfinite(s.target_values).sum()) == 2

@@ -354,3 +354,19 @@ def test_replay_options_must_pair_up() -> None:
     assert res.exit_code != 0 and "2 --replay files need one --column or 2 of them" in res.output
     res = CliRunner().invoke(main, ["simulate", "--column", "x"])
     assert res.exit_code != 0 and "--replay FILE and --column NAME go together" in res.output
+
+
+def test_each_profile_name_has_one_definition() -> None:
+    """The simulator and the training script draw from the one profile module; no name means two things."""
+    from edge_gru import profiles
+
+    assert build_streams.__module__ == "sim.profiles"
+    import sim.profiles as sim_profiles
+
+    assert sim_profiles.GENERATORS is profiles.GENERATORS and sim_profiles.synthesize is profiles.synthesize
+    assert not set(profiles.TRAINING_PROFILES) & set(profiles.STANDARD_PROFILES)
+    stream = build_streams(streams=1, profiles=["daily"], samples=50, period_s=300.0, seed=5)[0]
+    direct = profiles.synthesize(
+        "daily", rng=np.random.default_rng([5, 0]), samples=50, period_s=300.0, start=profiles.START_TS
+    )
+    np.testing.assert_array_equal(stream.values, direct)

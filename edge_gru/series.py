@@ -237,6 +237,16 @@ def _pool_order(
     never reaches the pool's state; it is kept as a gap unless its time is not after the
     last kept row's (then it goes, with the same reason), so the kept times always increase.
     """
+    steps = np.diff(times)
+    if (steps > 0).all():  # the common case: nothing to drop
+        return np.arange(times.shape[0]), ()
+    if strict:
+        bad = int(np.flatnonzero(steps <= 0)[0]) + 1
+        raise DataError(
+            f"{source}: line {bad + 2}, time column {column!r}: timestamp {times[bad]:.0f} does not increase "
+            f"(previous {times[bad - 1]:.0f}); sort the file and drop duplicate rows, or leave out "
+            "--strict to drop them as the daemon does"
+        )
     valid = np.isfinite(values).all(axis=1)
     keep: list[int] = []
     dropped: list[tuple[int, str]] = []  # (row index, reason)
@@ -245,13 +255,6 @@ def _pool_order(
         t = float(times[i])
         ref = last_valid if valid[i] else (float(times[keep[-1]]) if keep else -math.inf)
         if t <= ref:
-            if strict:
-                prev = i - 1
-                raise DataError(
-                    f"{source}: line {i + 2}, time column {column!r}: timestamp {t:.0f} does not increase "
-                    f"(previous {times[prev]:.0f}); sort the file and drop duplicate rows, or leave out "
-                    "--strict to drop them as the daemon does"
-                )
             dropped.append((i, "duplicate" if t == ref else "out_of_order"))
             continue
         while keep and times[keep[-1]] >= t:  # a missing-value row stamped after this reading

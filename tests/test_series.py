@@ -151,3 +151,13 @@ def test_missing_value_tokens_are_one_set_for_every_reader(tmp_path: Path) -> No
     col = load_column(path, "v")
     assert int(np.isfinite(s.target_values).sum()) == 2
     assert col.values.tolist() == [7.0, 8.0]
+
+
+def test_strict_also_refuses_a_missing_row_stamped_after_the_next_reading(tmp_path: Path) -> None:
+    path = tmp_path / "late-gap.csv"
+    path.write_text("t,v\n0,1\n120,\n60,2\n180,3\n")
+    with pytest.raises(DataError, match="line 4"):
+        read_series(path, column="v", strict=True)
+    s = read_series(path, column="v")  # the pool accepts 60 (the missing row never reached it)
+    assert s.times is not None and s.times.tolist() == [0.0, 60.0, 180.0]
+    assert [(r.line, r.reason) for r in s.dropped_rows] == [(3, "out_of_order")]

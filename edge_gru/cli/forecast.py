@@ -43,9 +43,10 @@ def forecast(
     """Feed column --column of DATA to BUNDLE_DIR reading by reading, as the daemon does, and write
     one row per file row: timestamp, value, forecast, forecast_ts, status.
 
-    ``forecast`` is the forecast made at that reading for the next sample (at ``forecast_ts``,
-    epoch seconds); it is empty unless ``status`` is ``forecast``. Other statuses are the pool's
-    drop reasons: ``warmup``, ``not_finite`` (a missing value), ``duplicate``, ``out_of_order``.
+    The forecast is the one made at that reading for the next sample (due at forecast_ts, epoch
+    seconds), exactly as the daemon would publish it; it is empty unless the status is
+    'forecast'. Other statuses are the pool's: warmup, not_finite (a missing value), duplicate,
+    out_of_order.
     """
     from edge_gru.evaluation import run_streams
     from edge_gru.pool import Status

@@ -1,10 +1,10 @@
 """One-step-ahead accuracy of a model on recorded series, measured the way the daemon serves.
 
 Every reading goes through :meth:`StreamPool.update_detailed` with its timestamp, so
-warm-up, NaN drops and gap resets apply exactly as on the device. A forecast made at row
-``t`` is scored against row ``t + 1`` when that row is present and arrives about one
-period later; persistence (the last value) and, optionally, seasonal-naive are scored on
-exactly the same pairs, so the ratio ``mae / persistence_mae`` is a fair comparison.
+warm-up, NaN drops and gap resets apply exactly as on the device. Forecasts are paired
+with actuals by the one rule of :mod:`edge_gru.scoring` (the next accepted reading, about
+one period later); persistence and, optionally, seasonal-naive are scored on exactly the
+same pairs, so the ratio ``mae / persistence_mae`` is a fair comparison.
 Several series run as several streams of one pool, one reading of each per call, as a
 gateway would batch them.
 """
@@ -12,41 +12,19 @@ gateway would batch them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edge_gru.pool import Status
+from edge_gru.scoring import Scores, next_reading_pairs
 from edge_gru.series import Series
+
+__all__ = ["Scores", "StreamRun", "evaluate_series", "run_streams", "score"]
 
 if TYPE_CHECKING:
     from edge_gru.model import Model
-
-
-@dataclass(frozen=True)
-class Scores:
-    """Errors of the model and the naive forecasts on the same (forecast, actual) pairs."""
-
-    n: int
-    mae: float
-    rmse: float
-    persistence_mae: float
-    persistence_rmse: float
-    seasonal_mae: float | None = None
-    seasonal_rmse: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ratio(self) -> float:
-        """Model MAE over persistence MAE: below 1 means the model beats persistence."""
-        return self.mae / self.persistence_mae if self.persistence_mae > 0 else float("nan")
-
-    def to_json(self) -> dict[str, Any]:
-        data = {k: v for k, v in asdict(self).items() if k != "extra" and v is not None}
-        data["ratio"] = self.ratio
-        data.update(self.extra)
-        return data
 
 
 @dataclass(frozen=True)
@@ -56,7 +34,8 @@ class StreamRun:
     forecasts: np.ndarray  # (T,) forecast of row t + 1 made at row t; NaN when none
     status: np.ndarray  # (T,) Status codes
     resets: np.ndarray  # (T,) bool: a gap reset happened before this row
-    pairs: np.ndarray  # (T,) bool: forecast at t is scored against row t + 1
+    pairs: np.ndarray  # (T,) bool: the forecast at row t is scored against the next accepted row
+    forecast_ts: np.ndarray | None = None  # (T,) epoch seconds the forecast is for; NaN when unknown
 
 
 def run_streams(model: Model, streams: Mapping[str, Series], *, max_streams: int | None = None) -> dict[str, StreamRun]:
@@ -65,7 +44,8 @@ def run_streams(model: Model, streams: Mapping[str, Series], *, max_streams: int
     pool = model.pool(max_streams=max_streams or max(len(ids), 1))
     lengths = {sid: len(s) for sid, s in streams.items()}
     out = {
-        sid: (np.full(n, np.nan), np.zeros(n, dtype=np.uint8), np.zeros(n, dtype=bool)) for sid, n in lengths.items()
+        sid: (np.full(n, np.nan), np.zeros(n, dtype=np.uint8), np.zeros(n, dtype=bool), np.full(n, np.nan))
+        for sid, n in lengths.items()
     }
     timed = all(s.times is not None for s in streams.values())
     for t in range(max(lengths.values(), default=0)):
@@ -75,28 +55,40 @@ def run_streams(model: Model, streams: Mapping[str, Series], *, max_streams: int
         now = float(ts.max()) if ts is not None else float(t)
         result = pool.update_detailed(live, values, ts, now=now)
         for k, sid in enumerate(live):
-            forecasts, status, resets = out[sid]
+            forecasts, status, resets, forecast_ts = out[sid]
             forecasts[t] = result.forecasts[k]
             status[t] = result.status[k]
             resets[t] = result.resets[k]
+            forecast_ts[t] = result.forecast_ts[k]
     runs = {}
-    for sid, (forecasts, status, resets) in out.items():
-        runs[sid] = StreamRun(forecasts, status, resets, _pairs(streams[sid], forecasts, status))
+    for sid, (forecasts, status, resets, forecast_ts) in out.items():
+        runs[sid] = StreamRun(forecasts, status, resets, _pairs(streams[sid], forecasts, status), forecast_ts)
     return runs
 
 
+_ACCEPTED = (Status.FORECAST, Status.WARMUP)
+
+
+def _next_accepted(status: np.ndarray) -> np.ndarray:
+    """(T,) the row of the next reading the pool accepted after each row; -1 when none."""
+    acc = np.flatnonzero(np.isin(status, _ACCEPTED))
+    nxt = np.full(status.shape[0], -1, dtype=np.int64)
+    pos = np.searchsorted(acc, np.arange(status.shape[0]), side="right")
+    has = pos < acc.size
+    nxt[has] = acc[pos[has]]
+    return nxt
+
+
 def _pairs(series: Series, forecasts: np.ndarray, status: np.ndarray) -> np.ndarray:
-    """Rows t whose forecast has an actual at t + 1, about one period later."""
-    n = len(series)
-    pairs = np.zeros(n, dtype=bool)
-    if n < 2:
-        return pairs
-    target = series.target_values
-    ok = (status[:-1] == Status.FORECAST) & np.isfinite(forecasts[:-1]) & np.isfinite(target[1:])
-    ok &= np.isfinite(target[:-1])
+    """Rows t whose forecast is scored, by the one pairing rule over the accepted readings."""
+    pairs = np.zeros(len(series), dtype=bool)
+    acc = np.flatnonzero(np.isin(status, _ACCEPTED))
     if series.times is not None and series.period:
-        ok &= np.diff(series.times) <= 1.5 * series.period
-    pairs[:-1] = ok
+        ts, period = series.times[acc], series.period
+    else:  # no time column: the next accepted reading must be the next row
+        ts, period = acc.astype(np.float64), 1.0
+    has_forecast = (status[acc] == Status.FORECAST) & np.isfinite(forecasts[acc])
+    pairs[acc[next_reading_pairs(ts, has_forecast, period)]] = True
     return pairs
 
 
@@ -112,29 +104,19 @@ def score(
     stop = len(series) if stop is None else stop
     target = series.target_values
     rows = np.flatnonzero(run.pairs)
-    rows = rows[(rows + 1 >= start) & (rows + 1 < stop)]
+    actual_rows = _next_accepted(run.status)[rows]
+    ok = (actual_rows >= start) & (actual_rows < stop) & (actual_rows >= 0)
+    rows, actual_rows = rows[ok], actual_rows[ok]
     if season:
-        # seasonal-naive forecasts row t + 1 with row t + 1 - season; score only where it exists,
-        # so all three methods see the same pairs.
-        back = rows + 1 - season
-        rows = rows[back >= 0]
-        rows = rows[np.isfinite(target[rows + 1 - season])]
-    actual = target[rows + 1]
-    err = run.forecasts[rows] - actual
-    pers = target[rows] - actual
-    seasonal_mae = seasonal_rmse = None
-    if season:
-        seas = target[rows + 1 - season] - actual
-        seasonal_mae, seasonal_rmse = _mae(seas), _rmse(seas)
-    return Scores(
-        n=int(rows.size),
-        mae=_mae(err),
-        rmse=_rmse(err),
-        persistence_mae=_mae(pers),
-        persistence_rmse=_rmse(pers),
-        seasonal_mae=seasonal_mae,
-        seasonal_rmse=seasonal_rmse,
-    )
+        # seasonal-naive forecasts the actual row with the row one season before it; score only
+        # where that exists, so all three methods see the same pairs.
+        back = actual_rows - season
+        ok = back >= 0
+        ok[ok] = np.isfinite(target[back[ok]])
+        rows, actual_rows = rows[ok], actual_rows[ok]
+    actual = target[actual_rows]
+    seasonal = target[actual_rows - season] - actual if season else None
+    return Scores.of(run.forecasts[rows] - actual, target[rows] - actual, seasonal)
 
 
 def evaluate_series(
@@ -143,11 +125,3 @@ def evaluate_series(
     """Run ``series`` through a fresh pool from its first row; score the actuals in ``[start, stop)``."""
     run = run_streams(model, {"series": series})["series"]
     return score(series, run, start=start, stop=stop, season=season)
-
-
-def _mae(err: np.ndarray) -> float:
-    return float(np.mean(np.abs(err))) if err.size else float("nan")
-
-
-def _rmse(err: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(err * err))) if err.size else float("nan")

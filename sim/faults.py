@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge_gru.errors import ConfigError
-from sim.profiles import Series
+from sim.profiles import Stream
 
 STREAM_FAULTS: tuple[str, ...] = (
     "dropout",
@@ -161,12 +161,12 @@ class Emitted:
     injected: dict[str, int]
 
 
-def clean(series: Series) -> Emitted:
+def clean(series: Stream) -> Emitted:
     n = series.values.size
     return Emitted(series.ts - series.ts[0], series.ts.copy(), series.values.copy(), np.zeros(n, np.int8), {}, {})
 
 
-def inject(series: Series, spec: FaultSpec, rng: np.random.Generator) -> Emitted:
+def inject(series: Stream, spec: FaultSpec, rng: np.random.Generator) -> Emitted:
     """Apply ``spec``'s per-reading faults to one stream; every injection is counted in ``injected``."""
     injected = dict.fromkeys(STREAM_FAULTS, 0)
     if not spec.any_stream_faults:

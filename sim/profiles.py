@@ -1,108 +1,58 @@
-"""Seeded sensor stream generators.
+"""The simulator's streams: synthetic ones drawn from :mod:`edge_gru.profiles`, and CSV replays.
 
-Each profile turns a random generator and a sample grid into readings with the shape of a
-real kind of sensor. Stream ``k`` of a run draws from ``numpy.random.default_rng([seed, k])``,
-so a stream's readings do not depend on how many other streams run beside it.
-
->>> import numpy as np
->>> s = synthesize("daily", rng=np.random.default_rng(0), samples=288, period_s=300.0, start=0.0)
->>> s.shape
-(288,)
+Stream ``k`` of a run draws from ``numpy.random.default_rng([seed, k])``, so a stream's
+readings do not depend on how many other streams run beside it. The profiles themselves
+(their names and maths) are defined once, in :mod:`edge_gru.profiles`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from edge_gru.errors import ConfigError
+from edge_gru.profiles import DAY, GENERATORS, STANDARD_PROFILES, START_TS, WEEK, synthesize
+from edge_gru.series import Series
 from sim.replay import load_column
 
-DAY = 86_400.0
-WEEK = 7 * DAY
-START_TS = 1_767_225_600.0  # 2026-01-01T00:00:00Z: synthetic streams start here, so runs are reproducible
+__all__ = ["DAY", "GENERATORS", "REPLAY", "STANDARD_PROFILES", "START_TS", "WEEK", "Stream", "synthesize"]
 
-
-def _sine(rng: np.random.Generator, t: np.ndarray) -> np.ndarray:
-    """A room temperature: a sinusoid of random period (1-6 h) with white noise."""
-    period = rng.uniform(3_600.0, 6 * 3_600.0)
-    level, amp = rng.uniform(15.0, 25.0), rng.uniform(1.0, 4.0)
-    return level + amp * np.sin(2 * np.pi * t / period + rng.uniform(0, 2 * np.pi)) + rng.normal(0, 0.1 * amp, t.size)
-
-
-def _random_walk(rng: np.random.Generator, t: np.ndarray) -> np.ndarray:
-    """A pressure or price-like signal: Gaussian steps, no mean reversion."""
-    return rng.uniform(990.0, 1030.0) + np.cumsum(rng.normal(0.0, rng.uniform(0.05, 0.5), t.size))
-
-
-def _daily(rng: np.random.Generator, t: np.ndarray) -> np.ndarray:
-    """Building power: low at night, a morning and an evening peak, noise."""
-    hour = (t % DAY) / 3_600.0
-    base, amp = rng.uniform(2.0, 10.0), rng.uniform(1.0, 5.0)
-    shape = np.exp(-(((hour - 8.0) / 2.0) ** 2)) + 1.3 * np.exp(-(((hour - 19.0) / 2.5) ** 2))
-    return base + amp * shape + rng.normal(0, 0.05 * amp, t.size)
-
-
-def _weekly(rng: np.random.Generator, t: np.ndarray) -> np.ndarray:
-    """Office load: a working-hours plateau on weekdays, almost flat at weekends."""
-    hour = (t % DAY) / 3_600.0
-    weekday = ((t // DAY) + 3) % 7 < 5  # 1970-01-01 was a Thursday
-    base, amp = rng.uniform(20.0, 60.0), rng.uniform(10.0, 40.0)
-    office = 1.0 / (1.0 + np.exp(-(hour - 8.0) * 2.0)) * 1.0 / (1.0 + np.exp((hour - 18.0) * 2.0))
-    return base + amp * office * np.where(weekday, 1.0, 0.15) + rng.normal(0, 0.03 * amp, t.size)
-
-
-def _drift(rng: np.random.Generator, t: np.ndarray) -> np.ndarray:
-    """An ageing sensor: a slow linear drift under a daily cycle and noise."""
-    rate = rng.uniform(-2.0, 2.0) / DAY
-    amp = rng.uniform(0.5, 2.0)
-    return (
-        rng.uniform(40.0, 60.0)
-        + rate * (t - t[0])
-        + amp * np.sin(2 * np.pi * t / DAY + rng.uniform(0, 2 * np.pi))
-        + rng.normal(0, 0.1 * amp, t.size)
-    )
-
-
-def _step(rng: np.random.Generator, t: np.ndarray) -> np.ndarray:
-    """A set-point or occupancy-driven signal: levels that change abruptly every few hours."""
-    n = t.size
-    changes = np.flatnonzero(rng.random(n) < 1.0 / max(rng.uniform(20.0, 80.0), 1.0))
-    levels = rng.uniform(0.0, 100.0, changes.size + 1)
-    idx = np.searchsorted(changes, np.arange(n), side="right")
-    return levels[idx] + rng.normal(0, 0.5, n)
-
-
-GENERATORS: dict[str, Callable[[np.random.Generator, np.ndarray], np.ndarray]] = {
-    "sine": _sine,
-    "random_walk": _random_walk,
-    "daily": _daily,
-    "weekly": _weekly,
-    "drift": _drift,
-    "step": _step,
-}
-STANDARD_PROFILES: tuple[str, ...] = tuple(GENERATORS)
 REPLAY = "replay"
 
 
 @dataclass(frozen=True)
-class Series:
-    """One stream's clean readings, before faults: what a healthy sensor would send."""
+class Stream:
+    """One simulated stream: its id, its profile, and its clean readings (before faults) as a one-feature series."""
 
     stream: str
     profile: str
-    ts: np.ndarray  # (T,) float64 epoch seconds, increasing
-    values: np.ndarray  # (T,) float64
+    series: Series  # times set, every row present
+    file_dropped: tuple[tuple[str, int], ...] = ()  # replays: file rows the pool's rules dropped, per reason
 
+    @property
+    def ts(self) -> np.ndarray:
+        """(T,) float64 epoch seconds, increasing."""
+        assert self.series.times is not None
+        return self.series.times
 
-def synthesize(profile: str, *, rng: np.random.Generator, samples: int, period_s: float, start: float) -> np.ndarray:
-    """``samples`` readings of ``profile`` on a grid of ``period_s`` seconds from ``start``."""
-    if profile not in GENERATORS:
-        raise ConfigError(f"unknown profile {profile!r}; choose from {', '.join(STANDARD_PROFILES)}")
-    t = start + period_s * np.arange(samples, dtype=np.float64)
-    return np.asarray(GENERATORS[profile](rng, t), dtype=np.float64)
+    @property
+    def values(self) -> np.ndarray:
+        """(T,) float64 readings."""
+        return self.series.target_values
+
+    @property
+    def period(self) -> float:
+        """The stream's sample period (median step): a forecast is scored against a reading this far ahead."""
+        return self.series.period if self.series.period else float("inf")
+
+    @classmethod
+    def regular(cls, stream: str, profile: str, ts: np.ndarray, values: np.ndarray, period_s: float) -> Stream:
+        """A stream on a regular grid with every reading present: one segment, no per-row scan."""
+        n = int(values.shape[0])
+        series = Series(f"{profile}:{stream}", ("value",), values.reshape(n, 1), ts, period_s, ((0, n),) if n else ())
+        return cls(stream, profile, series)
 
 
 @dataclass(frozen=True)
@@ -113,6 +63,7 @@ class ReplaySource:
     column: str
     time_column: str | None = None
     stream: str | None = None
+    strict: bool = False  # refuse duplicate and out-of-order rows instead of dropping them as the daemon does
 
 
 def build_streams(
@@ -124,7 +75,7 @@ def build_streams(
     seed: int,
     replays: Sequence[ReplaySource] = (),
     replay_samples: int | None = None,
-) -> list[Series]:
+) -> list[Stream]:
     """The run's streams: ``streams`` synthetic ones cycling through ``profiles``, then one per replay source."""
     unknown = [p for p in profiles if p not in GENERATORS]
     if unknown:
@@ -133,7 +84,7 @@ def build_streams(
         raise ConfigError("profiles is empty; name at least one profile or set streams to 0")
     if samples < 2 and streams:
         raise ConfigError(f"the run has {samples} samples per stream; make the duration at least 2 periods")
-    out: list[Series] = []
+    out: list[Stream] = []
     counts: dict[str, int] = {}
     t = START_TS + period_s * np.arange(samples, dtype=np.float64)
     for k in range(streams):
@@ -141,17 +92,21 @@ def build_streams(
         counts[profile] = counts.get(profile, 0) + 1
         rng = np.random.default_rng([seed, k])
         values = synthesize(profile, rng=rng, samples=samples, period_s=period_s, start=START_TS)
-        out.append(Series(f"{profile}-{counts[profile]:02d}", profile, t, values))
+        out.append(Stream.regular(f"{profile}-{counts[profile]:02d}", profile, t, values, period_s))
     names = {s.stream for s in out}
     for source in replays:
-        col = load_column(source.path, source.column, time_column=source.time_column, limit=replay_samples)
+        col = load_column(
+            source.path, source.column, time_column=source.time_column, limit=replay_samples, strict=source.strict
+        )
         name = source.stream or _slug(f"{col.path.stem}-{col.column}")
         base, n = name, 1
         while name in names:
             n += 1
             name = f"{base}-{n}"
         names.add(name)
-        out.append(Series(name, f"{REPLAY}:{name}", col.ts, col.values))  # each replay is its own row
+        readings = Series.from_arrays(col.values, times=col.ts, source=str(col.path))
+        dropped = tuple(sorted(col.series.dropped.items()))
+        out.append(Stream(name, f"{REPLAY}:{name}", readings, dropped))  # each replay is its own row
     return out
 
 

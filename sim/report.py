@@ -1,12 +1,8 @@
 """The simulator's report: forecast accuracy against persistence, drops, faults, speed.
 
-Accuracy is scored on exactly the readings the pool accepted: for each accepted reading
-that got a forecast, the forecast is compared with the stream's *next accepted reading*
-when that reading is the next sample (it arrived within 1.5 sample periods; after a
-dropout, gap or clock jump the forecast's target never arrived), and so is persistence
-(the forecast "the next reading equals this one"). Both see the same pairs, so their
-ratio is a fair skill score (below 1: the model beats persistence). This is the rule of
-``edge-gru evaluate``, so a replayed CSV scores as ``evaluate`` scores it.
+Accuracy is scored on exactly the readings the pool accepted, by the one scorer and
+pairing rule of :mod:`edge_gru.scoring` (the scorer of ``edge-gru evaluate``), so a
+replayed CSV scores as ``evaluate`` scores it.
 Everything except ``timing`` is a pure function of the seed, the model and the options.
 """
 
@@ -18,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_gru.scoring import Scores, next_reading_pairs
 from sim.faults import FATES, STREAM_FAULTS
 from sim.schedule import Schedule
 from sim.transport import NON_PAYLOAD_REASONS, Outcome
@@ -47,18 +44,7 @@ class StreamScore:
 
 
 def _metrics(model_err: np.ndarray, pers_err: np.ndarray) -> dict[str, Any]:
-    n = int(model_err.size)
-    if not n:
-        return {"n": 0, "mae": None, "rmse": None, "persistence_mae": None, "persistence_rmse": None, "mae_ratio": None}
-    mae, pmae = float(np.mean(np.abs(model_err))), float(np.mean(np.abs(pers_err)))
-    return {
-        "n": n,
-        "mae": mae,
-        "rmse": float(np.sqrt(np.mean(model_err**2))),
-        "persistence_mae": pmae,
-        "persistence_rmse": float(np.sqrt(np.mean(pers_err**2))),
-        "mae_ratio": mae / pmae if pmae > 0 else None,
-    }
+    return Scores.of(model_err, pers_err).metrics()
 
 
 @dataclass
@@ -223,6 +209,9 @@ class Report:
         lines.append(f"readings   {o.received:,} received, {o.published:,} forecasts published; dropped: {drops}")
         if o.gap_resets is not None:
             lines.append(f"gap resets {o.gap_resets:,}")
+        for stream, counts in self.meta.get("replay_dropped", {}).items():
+            shown = ", ".join(f"{reason} {n:,}" for reason, n in counts.items())
+            lines.append(f"replay     {stream}: file rows dropped as the daemon would, not sent: {shown}")
         if any(self.injected.values()) or any(self.run_faults.values()):
             parts = []
             for name, c in self.fault_checks().items():
@@ -293,11 +282,8 @@ def score(schedule: Schedule, outcome: Outcome, meta: dict[str, Any], run_faults
         unmatched += int((~hit).sum())
         fc = np.full(a_ts.size, np.nan)
         fc[pos[hit]] = val_k[hit]
-        # A forecast is for the next sample: it is scored when the next accepted reading is that
-        # sample (about one period later), not one that came after a dropout, gap or clock jump.
-        steps = np.diff(series.ts)
-        period = float(np.median(steps)) if steps.size else np.inf
-        pair = np.flatnonzero(np.isfinite(fc[:-1]) & (np.diff(a_ts) <= 1.5 * period))
+        # the one pairing rule (edge_gru.scoring): the next accepted reading, about one period later
+        pair = next_reading_pairs(a_ts, np.isfinite(fc), series.period)
         scores.append(
             StreamScore(
                 stream=series.stream,

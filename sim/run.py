@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edge_gru.series import Series
 from sim.clock import SimClock
 from sim.config import DEFAULT_DURATION_S, SimConfig, default_model_path
 from sim.faults import inject
-from sim.profiles import build_streams
+from sim.profiles import REPLAY, Stream, build_streams
 from sim.report import Report, score
 from sim.schedule import Schedule, build_schedule
 
@@ -55,11 +56,13 @@ def build_run(config: SimConfig) -> Schedule:
     return build_schedule(series, emitted)
 
 
-def _head(series: Any, duration_s: float) -> Any:
-    from sim.profiles import Series
-
-    keep = series.ts - series.ts[0] < duration_s
-    return Series(series.stream, series.profile, series.ts[keep], series.values[keep])
+def _head(stream: Stream, duration_s: float) -> Stream:
+    keep = stream.ts - stream.ts[0] < duration_s
+    ts, values = stream.ts[keep], stream.values[keep]
+    if stream.profile.startswith(REPLAY):  # its period is the median step of the readings it plays
+        head = Series.from_arrays(values, times=ts, source=stream.series.source)
+        return Stream(stream.stream, stream.profile, head, stream.file_dropped)
+    return Stream.regular(stream.stream, stream.profile, ts, values, stream.period)
 
 
 def load_model(config: SimConfig) -> Model:
@@ -98,7 +101,7 @@ def simulate(
         run_faults = dict(transport.restarts)
     synthetic = config.streams > 0
     seconds = config.duration_s or (DEFAULT_DURATION_S if synthetic else None)
-    meta = {
+    meta: dict[str, Any] = {
         "scenario": config.name,
         "seed": config.seed,
         "stream_count": len(schedule.streams),
@@ -109,6 +112,9 @@ def simulate(
         "clock": "virtual" if config.speed is None else f"speed {config.speed:g}x",
         "readings_label": _label(schedule, seconds, config.period_s if synthetic else None),
     }
+    file_dropped = {s.stream: dict(s.file_dropped) for s in schedule.streams if s.file_dropped}
+    if file_dropped:  # rows of replayed files that the pool's rules drop (duplicate, out_of_order): never sent
+        meta["replay_dropped"] = file_dropped
     return SimResult(config, schedule, score(schedule, outcome, meta, run_faults))
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim.faults import ACCEPT, Emitted
-from sim.profiles import Series
+from sim.profiles import Stream
 
 
 def encode_reading(value: float, ts: float) -> bytes:
@@ -31,7 +31,7 @@ def encode_reading(value: float, ts: float) -> bytes:
 class Schedule:
     """Every message of a run, in send order, with its ground truth."""
 
-    streams: list[Series]
+    streams: list[Stream]
     stream: np.ndarray  # (M,) int32 index into ``streams``
     elapsed: np.ndarray  # (M,) float64 send time, seconds since the run's start
     ts: np.ndarray  # (M,) float64 payload timestamp
@@ -53,7 +53,7 @@ class Schedule:
         return np.flatnonzero((self.stream == k) & (self.fates == ACCEPT))
 
 
-def build_schedule(streams: Sequence[Series], emitted: Sequence[Emitted]) -> Schedule:
+def build_schedule(streams: Sequence[Stream], emitted: Sequence[Emitted]) -> Schedule:
     counts = [e.elapsed.size for e in emitted]
     stream = np.repeat(np.arange(len(emitted), dtype=np.int32), counts)
     seq = np.concatenate([np.arange(c) for c in counts]) if counts else np.zeros(0, dtype=np.int64)

@@ -40,7 +40,7 @@ FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCh
 SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
-epoch = st.floats(min_value=0.0, max_value=MAX_EPOCH_S, allow_nan=False)
+epoch = st.floats(min_value=-MAX_EPOCH_S, max_value=MAX_EPOCH_S, allow_nan=False)  # before 1970 is valid
 json_scalar = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20))
 json_value = st.recursive(
     json_scalar,
@@ -66,7 +66,7 @@ def check_outcome(payload: bytes, features: tuple[str, ...]) -> tuple[np.ndarray
         return None
     assert values.dtype == np.float64 and values.shape == (len(features),)
     assert np.isfinite(values).all()
-    assert ts is None or (math.isfinite(ts) and 0.0 <= ts <= MAX_EPOCH_S)
+    assert ts is None or (math.isfinite(ts) and abs(ts) <= MAX_EPOCH_S)
     return values, ts
 
 

@@ -24,6 +24,11 @@ THREE = ("temp", "humidity", "pressure")
         (b'{"value": 21.5, "ts": 1732600000.25}', 21.5, 1732600000.25),
         (b'{"value": "21.5", "ts": "2024-11-26T05:46:40Z", "battery": 97}', 21.5, 1732600000.0),
         (b'{"value": 7, "timestamp": 1732600000}', 7.0, 1732600000.0),
+        # the one timestamp rule (edge_gru.timestamps): before 1970 is valid, naive ISO times are UTC
+        (b'{"value": 1, "ts": -5}', 1.0, -5.0),
+        (b'{"value": 1, "ts": "1958-03-29T00:00:00"}', 1.0, -371174400.0),
+        (b'{"value": 1, "ts": "2024-11-26T05:46:40"}', 1.0, 1732600000.0),
+        (b'{"value": 1, "ts": "2024-11-26T07:46:40+02:00"}', 1.0, 1732600000.0),
         (b"[4.5]", 4.5, None),
     ],
 )
@@ -58,8 +63,9 @@ BATTERY = [
     (b'{"temperature": 21}', "missing_field"),
     (b'{"value": 1, "ts": "yesterday"}', "bad_ts"),
     (b'{"value": 1, "ts": 1732600000000}', "bad_ts"),
-    (b'{"value": 1, "ts": "2024-11-26T05:46:40"}', "bad_ts"),
-    (b'{"value": 1, "ts": -5}', "bad_ts"),
+    (b'{"value": 1, "ts": -1e12}', "bad_ts"),
+    (b'{"value": 1, "ts": true}', "bad_ts"),
+    (b'{"value": 1, "ts": "NaN"}', "bad_ts"),
     (b"\xff\xfe\x00garbage", "bad_utf8"),
     (b'{"value": 1', "bad_json"),
     (b"[" * 5000 + b"]" * 5000, "bad_json"),

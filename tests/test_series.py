@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import edge_gru
 from edge_gru.errors import DataError
+from edge_gru.pool import Status
 from edge_gru.series import Series, read_series
 
 DATA = Path(__file__).parent / "data"
@@ -63,7 +65,6 @@ def test_named_time_column_and_no_time_column(tmp_path: Path) -> None:
         ("t,v\n", "v", "no data rows"),
         ("t,v\n0,1\n1,2\n", "value", "no target column 'value'"),
         ("t,v\n0,1\n1,2\n2,abc\n", "v", "line 4, column 'v': 'abc' is not a number"),
-        ("t,v\n0,1\n2,2\n1,3\n", "v", "line 4, time column 't'"),
         ("t,v\nmonday,1\n", "v", "line 2, time column 't': 'monday' is neither epoch seconds"),
         ("t,v\n0,\n1,NaN\n", "v", "column 'v' has no numeric values"),
     ],
@@ -72,7 +73,7 @@ def test_bad_csv_errors_name_file_column_and_line(tmp_path: Path, text: str, col
     path = tmp_path / "bad.csv"
     path.write_text(text)
     with pytest.raises(DataError) as err:
-        read_series(path, column=column)
+        read_series(path, column=column, strict=True)
     assert str(path) in str(err.value)
     assert message in str(err.value)
 
@@ -87,3 +88,76 @@ def test_require_reports_the_longest_run() -> None:
     s.require(3, "a test")
     with pytest.raises(DataError, match="at most 3 consecutive valid samples; a test needs at least 4"):
         s.require(4, "a test")
+
+
+# Rows with duplicate, out-of-order and missing-value rows mixed, each a case of the pool's rules.
+UNORDERED = [
+    (0, "1.0"),
+    (60, "2.0"),
+    (60, "2.5"),  # duplicate of the last accepted reading
+    (120, "3.0"),
+    (30, "9.0"),  # out of order
+    (180, ""),  # missing: never reaches the pool's state
+    (180, "4.0"),  # not a duplicate: the missing row above was never accepted
+    (240, "5.0"),
+    (240, "5.0"),  # duplicate
+    (200, ""),  # missing and out of order
+    (300, "6.0"),
+]
+
+
+def test_duplicate_and_out_of_order_rows_are_dropped_as_the_pool_drops_them(tmp_path: Path) -> None:
+    path = tmp_path / "unordered.csv"
+    path.write_text("t,v\n" + "".join(f"{t},{v}\n" for t, v in UNORDERED))
+    s = read_series(path, column="v")
+    # the reference: every row, in file order, through a pool with timestamps
+    pool = edge_gru.load("models/default", backend="numpy").pool(max_streams=1)
+    status = []
+    for t, v in UNORDERED:
+        value = float(v) if v else float("nan")
+        status.append(int(pool.update_detailed(["s"], [value], [float(t)], now=0.0).status[0]))
+    pool_dropped = [i + 2 for i, st in enumerate(status) if st in (Status.DUPLICATE, Status.OUT_OF_ORDER)]
+    assert [r.line for r in s.dropped_rows if np.isfinite(r.values).all()] == pool_dropped == [4, 6, 10]
+    assert s.dropped == {"duplicate": 3, "out_of_order": 2}  # the missing row at 180 goes with the reading at 180
+    assert s.times is not None and (np.diff(s.times) > 0).all()
+    kept = s.times.tolist()
+    assert kept == [0.0, 60.0, 120.0, 180.0, 240.0, 300.0] and np.isfinite(s.target_values).all()
+    assert s.dropped_rows[0].before == 2 and s.dropped_rows[0].values == (2.5,)
+    summary = s.dropped_summary()
+    assert summary is not None and "3 duplicate, 2 out_of_order" in summary and "line 4" in summary
+
+
+def test_strict_refuses_an_unordered_file_naming_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "unordered.csv"
+    path.write_text("t,v\n0,1\n60,2\n60,3\n")
+    with pytest.raises(DataError, match=r"line 4, time column 't': timestamp 60 does not increase"):
+        read_series(path, column="v", strict=True)
+    assert read_series(path, column="v").dropped == {"duplicate": 1}
+
+
+def test_missing_value_tokens_are_one_set_for_every_reader(tmp_path: Path) -> None:
+    from edge_gru.series import MISSING
+    from sim.replay import load_column
+
+    path = tmp_path / "tokens.csv"
+    tokens = sorted(MISSING)
+    path.write_text(
+        "t,v\n"
+        + "".join(f"{i},{tok}\n" for i, tok in enumerate(tokens))
+        + f"{len(tokens)},7\n"
+        + f"{len(tokens) + 1},8\n"
+    )
+    s = read_series(path, column="v")
+    col = load_column(path, "v")
+    assert int(np.isfinite(s.target_values).sum()) == 2
+    assert col.values.tolist() == [7.0, 8.0]
+
+
+def test_strict_also_refuses_a_missing_row_stamped_after_the_next_reading(tmp_path: Path) -> None:
+    path = tmp_path / "late-gap.csv"
+    path.write_text("t,v\n0,1\n120,\n60,2\n180,3\n")
+    with pytest.raises(DataError, match="line 4"):
+        read_series(path, column="v", strict=True)
+    s = read_series(path, column="v")  # the pool accepts 60 (the missing row never reached it)
+    assert s.times is not None and s.times.tolist() == [0.0, 60.0, 180.0]
+    assert [(r.line, r.reason) for r in s.dropped_rows] == [(3, "out_of_order")]

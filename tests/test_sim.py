@@ -14,10 +14,11 @@ import edge_gru
 from edge_gru.cli import main
 from edge_gru.errors import ConfigError, DataError
 from edge_gru.pool import Status
+from edge_gru.series import Series
 from sim.clock import SimClock
 from sim.config import SimConfig, parse_duration
 from sim.faults import FATES, STREAM_FAULTS, inject, parse_faults
-from sim.profiles import STANDARD_PROFILES, ReplaySource, Series, build_streams
+from sim.profiles import STANDARD_PROFILES, ReplaySource, Stream, build_streams
 from sim.replay import load_column
 from sim.run import build_run, simulate
 from sim.scenario import load_scenario, named_scenarios
@@ -168,11 +169,11 @@ def test_replay_skips_empty_cells_and_names_bad_input(tmp_path: Path) -> None:
     col = load_column(SIM_DATA / "beijing_pm25_2014_hourly.csv", "pm2.5")
     assert col.values.size == 8760 - 99 and np.isfinite(col.values).all()
     assert (np.diff(col.ts) > 0).all()
-    with pytest.raises(DataError, match="no column 'pm25'"):
+    with pytest.raises(DataError, match="no target column 'pm25'"):
         load_column(SIM_DATA / "beijing_pm25_2014_hourly.csv", "pm25")
     bad = tmp_path / "bad.csv"
     bad.write_text("time,v\n2026-01-01T00:00:00Z,1\n2026-01-01T00:01:00Z,warm\n")
-    with pytest.raises(DataError, match=r"bad.csv:3: column 'v' holds 'warm'"):
+    with pytest.raises(DataError, match=r"bad.csv: line 3, column 'v': 'warm' is not a number"):
         load_column(bad, "v")
 
 
@@ -293,14 +294,15 @@ def test_cli_table_and_errors(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["simulate", "--faults", "bogus=1"])
     assert res.exit_code != 0 and "unknown fault 'bogus'" in res.output
     res = CliRunner().invoke(main, ["simulate", "--replay", "nope.csv", "--column", "x", "--model", str(DEFAULT_MODEL)])
-    assert res.exit_code != 0 and "nope.csv: cannot open" in res.output
+    assert res.exit_code != 0 and "nope.csv: no such file" in res.output
     res = CliRunner().invoke(main, ["simulate", "--list-scenarios"])
     assert res.exit_code == 0 and "electricity" in res.output
 
 
-def test_series_type_is_plain_data() -> None:
-    s = Series("a", "sine", np.arange(3.0), np.ones(3))
-    assert s.values.sum() == 3.0
+def test_a_stream_is_a_series_with_an_id_and_a_profile() -> None:
+    s = Stream.regular("a", "sine", np.arange(3.0), np.ones(3), 1.0)
+    assert isinstance(s.series, Series) and s.values.sum() == 3.0 and s.period == 1.0
+    assert s.series.segments == ((0, 3),)
 
 
 def test_replay_matches_edge_gru_evaluate(tmp_path: Path) -> None:
@@ -352,3 +354,19 @@ def test_replay_options_must_pair_up() -> None:
     assert res.exit_code != 0 and "2 --replay files need one --column or 2 of them" in res.output
     res = CliRunner().invoke(main, ["simulate", "--column", "x"])
     assert res.exit_code != 0 and "--replay FILE and --column NAME go together" in res.output
+
+
+def test_each_profile_name_has_one_definition() -> None:
+    """The simulator and the training script draw from the one profile module; no name means two things."""
+    from edge_gru import profiles
+
+    assert build_streams.__module__ == "sim.profiles"
+    import sim.profiles as sim_profiles
+
+    assert sim_profiles.GENERATORS is profiles.GENERATORS and sim_profiles.synthesize is profiles.synthesize
+    assert not set(profiles.TRAINING_PROFILES) & set(profiles.STANDARD_PROFILES)
+    stream = build_streams(streams=1, profiles=["daily"], samples=50, period_s=300.0, seed=5)[0]
+    direct = profiles.synthesize(
+        "daily", rng=np.random.default_rng([5, 0]), samples=50, period_s=300.0, start=profiles.START_TS
+    )
+    np.testing.assert_array_equal(stream.values, direct)

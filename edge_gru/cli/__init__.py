@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("edge_gru.cli.train", "train", "Train a GRU on a CSV column and write a bundle (needs [train])."),
     "import-keras": ("edge_gru.cli.import_keras", "import_keras", "Turn a Keras GRU+Dense(1) model into a bundle."),
     "evaluate": ("edge_gru.cli.evaluate", "evaluate", "One-step MAE/RMSE of a bundle on a CSV column vs persistence."),
+    "forecast": ("edge_gru.cli.forecast", "forecast", "Write a bundle's forecasts for every row of a CSV column."),
     "info": ("edge_gru.cli.info", "info", "Print a bundle's manifest in readable form."),
     "serve": ("edge_gru.cli.serve", "serve", "Run the MQTT forecasting daemon."),
     "simulate": ("edge_gru.cli.simulate", "simulate", "Simulate sensor streams through the daemon's path."),

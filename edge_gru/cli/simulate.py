@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -9,6 +10,7 @@ from typing import Any
 
 import click
 
+from edge_gru.cli.csvdata import strict_option
 from edge_gru.errors import EdgeGruError
 
 PROFILE_HELP = "sine, random_walk, daily, weekly, drift, step"
@@ -58,6 +60,7 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
     "--backend", type=click.Choice(["auto", "numba", "numpy", "tflite", "tflite-int8"]), help="Backend (default auto)."
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@strict_option
 def simulate(
     streams: int | None,
     profiles: tuple[str, ...],
@@ -82,6 +85,7 @@ def simulate(
     model: str | None,
     backend: str | None,
     quiet: bool,
+    strict: bool,
 ) -> None:
     """Simulate sensor streams through the daemon's own code and report forecast accuracy.
 
@@ -175,6 +179,8 @@ def _config(**opts: Any) -> Any:
         )
         if opts["streams"] is None and not opts["scenario"]:
             kwargs["streams"] = 0
+    if opts["strict"] and kwargs.get("replays"):
+        kwargs["replays"] = tuple(dataclasses.replace(r, strict=True) for r in kwargs["replays"])
     for key, opt in (
         ("broker", "broker"),
         ("daemon_id", "daemon_id"),

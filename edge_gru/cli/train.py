@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from edge_gru.cli.csvdata import report_dropped, strict_option
 from edge_gru.errors import EdgeGruError
 
 
@@ -63,6 +64,7 @@ from edge_gru.errors import EdgeGruError
 @click.option("--no-int8", is_flag=True, help="Skip the int8 TFLite model.")
 @click.option("--name", default=None, help="Bundle name (default: the output folder's name).")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json instead of the table.")
+@strict_option
 def train(
     data: str,
     column: str,
@@ -87,6 +89,7 @@ def train(
     no_int8: bool,
     name: str | None,
     as_json: bool,
+    strict: bool,
 ) -> None:
     """Train on column --column of DATA (CSV) and write a bundle with float32 and int8 TFLite models.
 
@@ -106,7 +109,8 @@ def train(
         raise click.ClickException(f"training needs TensorFlow: pip install 'edge-gru[train]' ({exc})") from exc
     extra = [f.strip() for f in features.split(",") if f.strip()]
     try:
-        series = read_series(data, column=column, time_column=time_column, features=extra)
+        series = read_series(data, column=column, time_column=time_column, features=extra, strict=strict)
+        report_dropped(series)
         config = TrainConfig(
             units=units,
             window=window,

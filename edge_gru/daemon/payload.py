@@ -10,15 +10,15 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 import numpy as np
 
 from edge_gru.errors import PayloadError
+from edge_gru.timestamps import MAX_ABS_EPOCH_S, TimestampError, parse_timestamp
 
 MAX_PAYLOAD_BYTES = 16_384
-MAX_EPOCH_S = 1e11  # ~ year 5138; larger values are almost always milliseconds
+MAX_EPOCH_S = MAX_ABS_EPOCH_S  # kept for importers; the rule lives in edge_gru.timestamps
 STREAM = "{stream}"
 TS_FIELDS = ("ts", "timestamp", "time")
 
@@ -53,31 +53,11 @@ def _number(value: Any, field: str) -> float:
 
 
 def _timestamp(value: Any) -> float:
-    """Epoch seconds from a number or an ISO 8601 string with a time zone."""
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            try:
-                ts = float(value)
-            except ValueError:
-                raise _reject("bad_ts", f"ts {value[:40]!r} is neither epoch seconds nor ISO 8601") from None
-        else:
-            if parsed.tzinfo is None:
-                raise _reject("bad_ts", f"ts {value[:40]!r} has no time zone (append Z or +00:00)")
-            ts = parsed.timestamp()
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        try:
-            ts = float(value)
-        except OverflowError:  # a JSON integer beyond float range
-            raise _reject("bad_ts", "ts is an integer beyond the float range; send epoch seconds") from None
-    else:
-        raise _reject("bad_ts", f"ts is {json.dumps(value)[:40]}, expected epoch seconds")
-    if not math.isfinite(ts) or ts < 0:
-        raise _reject("bad_ts", f"ts {ts} is not a finite, non-negative epoch time")
-    if ts > MAX_EPOCH_S:
-        raise _reject("bad_ts", f"ts {ts:.0f} looks like milliseconds; send epoch seconds")
-    return ts
+    """Epoch seconds under the one timestamp rule (:mod:`edge_gru.timestamps`); refusals are ``bad_ts``."""
+    try:
+        return parse_timestamp(value)
+    except TimestampError as exc:
+        raise _reject("bad_ts", f"ts: {exc}") from None
 
 
 def parse_payload(

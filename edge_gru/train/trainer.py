@@ -26,9 +26,10 @@ import numpy as np
 
 from edge_gru.bundle import STEP_F32, STEP_INT8, Bundle, GRUWeights, Manifest, Normalization, write_bundle
 from edge_gru.errors import ConfigError, DataError
-from edge_gru.evaluation import Scores, StreamRun, run_streams, score
+from edge_gru.evaluation import StreamRun, run_streams, score
 from edge_gru.model import Model
 from edge_gru.pool import Status
+from edge_gru.scoring import Scores
 from edge_gru.series import Series
 from edge_gru.train import datasets, networks, tflite_export
 from edge_gru.train.datasets import Prepared

@@ -46,11 +46,19 @@ def serve(config_path: str, check: bool) -> None:
         except (EdgeGruError, OSError) as exc:
             click.echo(f"edge-gru serve --check: {exc}", err=True)
             sys.exit(EX_CONFIG)
+        if cfg.cluster.enabled:
+            from edge_gru.daemon.cluster import subject_mappings
+
+            report["nats_mappings"] = subject_mappings(cfg)  # what every server node's config must hold
         click.echo(json.dumps(report, indent=2, default=str))
         for warning in report["warnings"]:
             click.echo(f"warning: {warning}", err=True)
         return
     try:
+        if cfg.cluster.enabled:  # one member of a NATS cluster (docs/scale-out.md)
+            from edge_gru.daemon.cluster import ClusterService
+
+            sys.exit(ClusterService(cfg).run())
         service = Service(cfg)
     except (EdgeGruError, OSError) as exc:
         click.echo(f"edge-gru serve: {exc}", err=True)

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import socket
 import stat
 import tomllib
@@ -125,6 +126,26 @@ class HomeAssistantConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ClusterConfig:
+    """Scale-out over a NATS cluster (docs/scale-out.md); off by default."""
+
+    enabled: bool = False
+    servers: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+    member_id: str | None = None  # default: mqtt.client_id
+    partitions: int = 12
+    subject_prefix: str = "part"
+    input_stream: str = "EDGE_GRU_IN"
+    output_stream: str = "EDGE_GRU_OUT"
+    bucket: str = "edge-gru"
+    replicas: int = 3
+    retention_s: float = 86_400.0
+    duplicate_window_s: float = 600.0
+    lease_ttl_s: float = 10.0
+    heartbeat_s: float = 1.0
+    fetch_batch: int = 512
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -133,6 +154,7 @@ class Config:
     stats: StatsConfig = field(default_factory=StatsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     source: str = "<defaults>"
 
     @property
@@ -152,6 +174,7 @@ _SECTION_TYPES = {
     "stats": StatsConfig,
     "logging": LoggingConfig,
     "homeassistant": HomeAssistantConfig,
+    "cluster": ClusterConfig,
 }
 
 
@@ -288,6 +311,41 @@ def _validate(cfg: Config, source: str) -> None:
         cfg.logging.level in LEVELS, at("logging.level"), f"{cfg.logging.level!r}: choose one of {', '.join(LEVELS)}"
     )
     _check(cfg.logging.format in ("logfmt", "json"), at("logging.format"), 'choose "logfmt" or "json"')
+    if cfg.cluster.enabled:
+        _validate_cluster(cfg, at)
+
+
+def _validate_cluster(cfg: Config, at: typing.Callable[[str], str]) -> None:
+    c = cfg.cluster
+    name_ok = re.compile(r"^[A-Za-z0-9_-]+$").match
+    _check(bool(c.servers), at("cluster.servers"), 'list at least one NATS URL, e.g. ["nats://10.0.0.1:4222"]')
+    _check(1 <= c.partitions <= 4096, at("cluster.partitions"), "must be between 1 and 4096")
+    for key in ("subject_prefix", "input_stream", "output_stream", "bucket"):
+        value = getattr(c, key)
+        _check(bool(name_ok(value)), at(f"cluster.{key}"), f"{value!r}: use letters, digits, '-' and '_' only")
+    member = c.member_id if c.member_id is not None else cfg.mqtt.client_id
+    _check(bool(name_ok(member)), at("cluster.member_id"), f"{member!r}: use letters, digits, '-' and '_' only")
+    _check(1 <= c.replicas <= 5, at("cluster.replicas"), "must be between 1 and 5 (JetStream replicas)")
+    _check(c.heartbeat_s > 0, at("cluster.heartbeat_s"), "must be > 0")
+    _check(
+        c.lease_ttl_s >= 3 * c.heartbeat_s,
+        at("cluster.lease_ttl_s"),
+        "must be >= 3 x heartbeat_s, or a busy member loses its partitions between two renewals",
+    )
+    _check(
+        c.duplicate_window_s > cfg.state.checkpoint_interval_s + c.lease_ttl_s,
+        at("cluster.duplicate_window_s"),
+        "must exceed state.checkpoint_interval_s + cluster.lease_ttl_s: a survivor replays up to that "
+        "much, and only forecasts inside the window are recognised as already published",
+    )
+    _check(c.retention_s > c.duplicate_window_s, at("cluster.retention_s"), "must exceed duplicate_window_s")
+    _check(1 <= c.fetch_batch <= cfg.streams.queue_size, at("cluster.fetch_batch"), "must be 1..streams.queue_size")
+    for template in cfg.streams.input:
+        _check(
+            not template.startswith("$share/"),
+            at("cluster.enabled"),
+            f"streams.input {template!r}: the cluster partitions streams itself; drop the $share/ prefix",
+        )
 
 
 def load_config(path: str | os.PathLike[str] | None, *, environ: typing.Mapping[str, str] | None = None) -> Config:

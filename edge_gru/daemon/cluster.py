@@ -10,8 +10,8 @@ The flow (docs/scale-out.md):
 
 - The server maps ``sensors.<stream>.value`` to ``<prefix>.<p>.sensors.<stream>.value`` with
   ``p = partition(P, stream)``; the input stream keeps every partition's readings.
-- Members heartbeat into a KV bucket. Partition ``p`` belongs to the ``p % N``-th live member
-  in sorted order; a member holds a lease per partition (compare-and-set on the KV revision,
+- Members heartbeat into a KV bucket; every member computes the same balanced assignment of
+  partitions to the live members (:func:`assign`); a member holds a lease per partition (compare-and-set on the KV revision,
   renewed every heartbeat) and releases a partition only after checkpointing it.
 - Each partition has its own :class:`~edge_gru.daemon.worker.Worker` and pool, driven
   synchronously between fetches, so a checkpoint is exactly "the state after stream
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -90,6 +91,22 @@ def mappings_conf(cfg: Config) -> str:
 
 def output_subjects(cfg: Config) -> list[str]:
     return [topic_to_subject(output_topic(cfg.streams.output, "*"))]
+
+
+def assign(partitions: int, members: list[str]) -> dict[str, set[int]]:
+    """Balanced rendezvous assignment: the same on every member, and a leaving member's partitions
+    mostly go to each partition's next-ranked member instead of reshuffling everyone's.
+
+    Each partition ranks the members by a hash of (member, partition) and goes to the
+    best-ranked one that holds fewer than ceil(partitions / members).
+    """
+    cap = -(-partitions // max(len(members), 1))
+    out: dict[str, set[int]] = {m: set() for m in members}
+    for p in range(partitions):
+        ranked = sorted(members, key=lambda m: hashlib.blake2b(f"{m}/{p}".encode(), digest_size=8).digest())
+        owner = next(m for m in ranked if len(out[m]) < cap)
+        out[owner].add(p)
+    return out
 
 
 # -- checkpoints ----------------------------------------------------------------------------------
@@ -431,8 +448,7 @@ class ClusterService:
         if live != self.members:
             event(log, logging.INFO, "members", members=",".join(live))
             self.members = live
-        me = live.index(self.member)
-        target = {p for p in range(self.c.partitions) if p % len(live) == me}
+        target = assign(self.c.partitions, live)[self.member]
         for n, part in list(self.parts.items()):
             if part.release:
                 continue

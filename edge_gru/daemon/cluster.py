@@ -11,8 +11,9 @@ The flow (docs/scale-out.md):
 - The server maps ``sensors.<stream>.value`` to ``<prefix>.<p>.sensors.<stream>.value`` with
   ``p = partition(P, stream)``; the input stream keeps every partition's readings.
 - Members heartbeat into a KV bucket; every member computes the same balanced assignment of
-  partitions to the live members (:func:`assign`); a member holds a lease per partition (compare-and-set on the KV revision,
-  renewed every heartbeat) and releases a partition only after checkpointing it.
+  partitions to the live members (:func:`assign`). A member holds a lease per partition
+  (compare-and-set on the KV revision, renewed every heartbeat) and releases a partition
+  only after checkpointing it.
 - Each partition has its own :class:`~edge_gru.daemon.worker.Worker` and pool, driven
   synchronously between fetches, so a checkpoint is exactly "the state after stream
   sequence S, plus the ledger of how every reading up to S ended". Checkpoints are one KV

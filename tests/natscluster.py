@@ -58,12 +58,15 @@ class NatsNode:
             f"listen: 127.0.0.1:{self.port}",
             f"http: 127.0.0.1:{self.http_port}",
             f'jetstream {{ store_dir: "{store}", max_memory_store: 256MB, max_file_store: 2GB }}',
-            "cluster {",
-            "  name: edge",
-            f"  listen: 127.0.0.1:{self.cluster_port}",
-            "  routes: [" + ", ".join(f"nats-route://127.0.0.1:{p}" for p in routes) + "]",
-            "}",
         ]
+        if routes:  # a single node runs JetStream without a cluster block
+            lines += [
+                "cluster {",
+                "  name: edge",
+                f"  listen: 127.0.0.1:{self.cluster_port}",
+                "  routes: [" + ", ".join(f"nats-route://127.0.0.1:{p}" for p in routes) + "]",
+                "}",
+            ]
         if self.mqtt_port is not None:
             lines.append(f"mqtt {{ listen: 127.0.0.1:{self.mqtt_port} }}")
         if mappings:

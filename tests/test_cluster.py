@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
@@ -40,7 +41,7 @@ T0 = 1_700_000_000.0
 PERIOD = 60.0
 
 
-def member_config(path: Path, name: str, servers: list[str], state: Path) -> Path:
+def member_config(path: Path, name: str, servers: list[str], state: Path, *, replicas: int = 3) -> Path:
     path.write_text(
         f"""
 [mqtt]
@@ -61,6 +62,7 @@ lease_ttl_s = 4.0
 heartbeat_s = 0.25
 duplicate_window_s = 900
 retention_s = 3600
+replicas = {replicas}
 """
     )
     return path
@@ -138,13 +140,14 @@ def test_nats_server_binary_comes_from_the_wheel_or_path() -> None:
 class Members:
     """The ``edge-gru serve`` member processes of one test."""
 
-    def __init__(self, root: Path, servers: list[str]) -> None:
+    def __init__(self, root: Path, servers: list[str], *, replicas: int = 3) -> None:
         self.root = root
         self.servers = servers
+        self.replicas = replicas
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str) -> None:
-        cfg = member_config(self.root / f"{name}.toml", name, self.servers, self.root / "state")
+        cfg = member_config(self.root / f"{name}.toml", name, self.servers, self.root / "state", replicas=self.replicas)
         log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it open
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.procs[name] = subprocess.Popen(
@@ -178,6 +181,59 @@ def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
     c.stop()
 
 
+async def member_stats(nc: Any, name: str) -> dict[str, Any] | None:
+    try:
+        r = await nc.request(f"edge-gru.{name}.control", b"stats", timeout=2)
+    except Exception:
+        return None
+    return dict(json.loads(r.data))
+
+
+async def balanced(nc: Any, names: list[str]) -> bool:
+    """Every named member sees exactly these members, and they own every partition, evenly."""
+    own = []
+    for name in names:
+        s = await member_stats(nc, name)
+        if s is None or sorted(s["members"]) != sorted(names):
+            return False
+        own.append(s["partitions"])
+    flat = sorted(p for ps in own for p in ps)
+    return flat == list(range(PARTITIONS)) and all(len(ps) == PARTITIONS // len(names) for ps in own)
+
+
+async def out_count(js: Any) -> int:
+    try:
+        return int((await js.stream_info("EDGE_GRU_OUT")).state.messages)
+    except Exception:
+        return -1
+
+
+def reference(
+    phases: list[list[tuple[str, float, float]]],
+) -> tuple[dict[tuple[str, float], float], Counter[str], list[int]]:
+    """One offline pool fed every phase in order: forecasts by (stream, ts), drops, forecasts after each phase."""
+    ref_pool = edge_gru.load(MODEL, backend="numpy").pool(1000)
+    expected: dict[tuple[str, float], float] = {}
+    drops: Counter[str] = Counter()
+    cumulative = []
+    for rs in phases:
+        r = ref_pool.update_detailed([s for s, _, _ in rs], [v for _, v, _ in rs], [t for _, _, t in rs], now=T0)
+        for (s, _, t), st, y in zip(rs, r.status.tolist(), r.forecasts.tolist(), strict=True):
+            if st == Status.FORECAST:
+                expected[(s, t)] = y
+            else:
+                drops[Status(st).reason] += 1
+        cumulative.append(len(expected))
+    return expected, drops, cumulative
+
+
+def worst_error(got: dict[tuple[str, float], float], expected: dict[tuple[str, float], float], rounds: int) -> float:
+    """Largest |forecast - reference| as a fraction of the stream's range."""
+    values = np.array([v for _, v, _ in readings(range(rounds))]).reshape(rounds, STREAMS)
+    scale = dict(zip((f"s{i}" for i in range(STREAMS)), np.ptp(values, axis=0).tolist(), strict=True))
+    return max(abs(got[k] - expected[k]) / scale[k[0]] for k in expected)
+
+
 async def wait_until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 45.0) -> None:
     deadline = time.monotonic() + timeout
     while not await check():
@@ -205,30 +261,7 @@ async def _scenario(cluster: NatsCluster, members: Members) -> None:
     nc = await nats.connect(servers=cluster.urls[:2], max_reconnect_attempts=-1, reconnect_time_wait=0.2)
     js = nc.jetstream(timeout=3.0)
 
-    async def stats(name: str) -> dict[str, Any] | None:
-        try:
-            r = await nc.request(f"edge-gru.{name}.control", b"stats", timeout=2)
-        except Exception:
-            return None
-        return dict(json.loads(r.data))
-
-    async def owners(names: list[str]) -> dict[str, list[int]] | None:
-        out = {}
-        for name in names:
-            s = await stats(name)
-            if s is None or sorted(s["members"]) != sorted(names):
-                return None
-            out[name] = s["partitions"]
-        return out
-
-    async def balanced(names: list[str]) -> bool:
-        own = await owners(names)
-        if own is None:
-            return False
-        flat = sorted(p for ps in own.values() for p in ps)
-        return flat == list(range(PARTITIONS)) and all(len(ps) == PARTITIONS // len(names) for ps in own.values())
-
-    await wait_until(lambda: balanced(["m0", "m1", "m2"]), "3 members to own 4 partitions each")
+    await wait_until(lambda: balanced(nc, ["m0", "m1", "m2"]), "3 members to own 4 partitions each")
 
     async def feed(batch: list[tuple[str, bytes, str]]) -> None:
         """Publish each reading until JetStream acknowledges it; the id makes a retried one count once."""
@@ -244,39 +277,21 @@ async def _scenario(cluster: NatsCluster, members: Members) -> None:
     def encoded(rs: list[tuple[str, float, float]]) -> list[tuple[str, bytes, str]]:
         return [(s, json.dumps({"value": v, "ts": t}).encode(), f"{s}@{t!r}") for s, v, t in rs]
 
-    async def out_count() -> int:
-        try:
-            return int((await js.stream_info("EDGE_GRU_OUT")).state.messages)
-        except Exception:
-            return -1
-
-    # The reference: one offline pool fed every valid reading in order.
     model = edge_gru.load(MODEL, backend="numpy")
-    ref_pool = model.pool(1000)
     phases = [readings(range(0, 12)), readings(range(12, 18)), readings(range(18, 28))]
-    expected: dict[tuple[str, float], float] = {}
-    ref_drops: Counter[str] = Counter()
-    cumulative = []
-    for rs in phases:
-        r = ref_pool.update_detailed([s for s, _, _ in rs], [v for _, v, _ in rs], [t for _, _, t in rs], now=T0)
-        for (s, _, t), st, y in zip(rs, r.status.tolist(), r.forecasts.tolist(), strict=True):
-            if st == Status.FORECAST:
-                expected[(s, t)] = y
-            else:
-                ref_drops[Status(st).reason] += 1
-        cumulative.append(len(expected))
+    expected, ref_drops, cumulative = reference(phases)
 
     # Phase 1: all members up; then every member checkpoints its partitions.
     await feed(encoded(phases[0]))
-    await wait_until(lambda: _eq(out_count(), cumulative[0]), "phase 1 forecasts")
+    await wait_until(lambda: _eq(out_count(js), cumulative[0]), "phase 1 forecasts")
     for name in ("m0", "m1", "m2"):
         reply = json.loads((await nc.request(f"edge-gru.{name}.control", b"checkpoint", timeout=10)).data)
         assert reply["ok"], reply
 
     # Phase 2: forecast by the members, after the checkpoint; then m1 and broker node n2 are SIGKILLed.
     await feed(encoded(phases[1]))
-    await wait_until(lambda: _eq(out_count(), cumulative[1]), "phase 2 forecasts")
-    victim = await stats("m1")
+    await wait_until(lambda: _eq(out_count(js), cumulative[1]), "phase 2 forecasts")
+    victim = await member_stats(nc, "m1")
     assert victim is not None
     victim_parts = set(victim["partitions"])
     members.procs["m1"].send_signal(signal.SIGKILL)
@@ -285,8 +300,8 @@ async def _scenario(cluster: NatsCluster, members: Members) -> None:
     # Phase 3, with three bad payloads that must end as named drops.
     bad = [("s7", b"", "bad-0"), ("s8", b"{not json", "bad-1"), ("s9", b'{"value": "warm"}', "bad-2")]
     await feed(encoded(phases[2]) + bad)
-    await wait_until(lambda: balanced(["m0", "m2"]), "the survivors to own 6 partitions each", timeout=60)
-    await wait_until(lambda: _eq(out_count(), cumulative[2]), "every forecast", timeout=60)
+    await wait_until(lambda: balanced(nc, ["m0", "m2"]), "the survivors to own 6 partitions each", timeout=60)
+    await wait_until(lambda: _eq(out_count(js), cumulative[2]), "every forecast", timeout=60)
 
     # Final ledgers: checkpoint now and read every partition's checkpoint from the cluster.
     for name in ("m0", "m2"):
@@ -339,10 +354,7 @@ async def _scenario(cluster: NatsCluster, members: Members) -> None:
             assert m.subject == f"predictions.{d['stream']}"
             got[key] = d["value"]
     assert got.keys() == expected.keys()
-    values = np.array([v for _, v, _ in readings(range(28))]).reshape(28, STREAMS)
-    scale = dict(zip((f"s{i}" for i in range(STREAMS)), np.ptp(values, axis=0).tolist(), strict=True))
-    worst = max(abs(got[k] - expected[k]) / scale[k[0]] for k in expected)
-    assert worst <= 1e-5, worst
+    assert worst_error(got, expected, 28) <= 1e-5
     await nc.close()
 
 
@@ -373,3 +385,82 @@ def test_assignment_is_balanced_and_a_leaving_member_moves_few_partitions() -> N
             kept += len(before[n] & after[n])
     # round-robin (p % N) would move about two thirds of the survivors' partitions
     assert moved < 0.25 * (moved + kept)
+
+
+def test_mqtt_sensors_and_a_joining_member_take_over_partitions_with_their_state(tmp_path: Path) -> None:
+    """Sensors publish MQTT 3.1.1 to the NATS server; a second member joins mid-stream and takes
+    half the partitions from the checkpoints the first hands over: forecasts still equal one pool,
+    and none is computed twice (a clean handover replays nothing)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    probe = member_config(tmp_path / "probe.toml", "probe", ["nats://127.0.0.1:4222"], tmp_path)
+    cluster = NatsCluster(tmp_path / "nats", 1, mappings=subject_mappings(load_config(probe)), mqtt=True).start()
+    members = Members(tmp_path, cluster.urls, replicas=1)
+    node = cluster.nodes[0]
+    assert node.mqtt_port is not None
+    received: list[bytes] = []
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="dashboard", protocol=mqtt.MQTTv311)
+    sub.on_message = lambda c, u, msg: received.append(msg.payload)
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="sensors", protocol=mqtt.MQTTv311)
+    pub.max_inflight_messages_set(100)
+
+    def publish(rs: list[tuple[str, float, float]]) -> None:
+        infos = [pub.publish(f"sensors/{s}/value", json.dumps({"value": v, "ts": t}), qos=1) for s, v, t in rs]
+        for info in infos:
+            info.wait_for_publish(30)
+            assert info.is_published(), "the NATS MQTT listener did not acknowledge a reading"
+
+    async def scenario() -> None:
+        nc = await nats.connect(servers=cluster.urls)
+        js = nc.jetstream(timeout=3.0)
+        members.start("m0")
+        await wait_until(lambda: balanced(nc, ["m0"]), "m0 to own every partition")
+        done = threading.Event()
+        sub.on_subscribe = lambda c, u, mid, rc, p: done.set()
+        sub.connect("127.0.0.1", node.mqtt_port)
+        sub.loop_start()
+        sub.subscribe("predictions/+", qos=1)
+        await asyncio.get_running_loop().run_in_executor(None, done.wait, 10)
+        pub.connect("127.0.0.1", node.mqtt_port)
+        pub.loop_start()
+        phases = [readings(range(0, 15)), readings(range(15, 25))]
+        expected, _, cumulative = reference(phases)
+        await asyncio.get_running_loop().run_in_executor(None, publish, phases[0])
+        await wait_until(lambda: _eq(out_count(js), cumulative[0]), "forecasts of the first member")
+        members.start("m1")
+        await wait_until(lambda: balanced(nc, ["m0", "m1"]), "m1 to take half the partitions")
+        await asyncio.get_running_loop().run_in_executor(None, publish, phases[1])
+        await wait_until(lambda: _eq(out_count(js), cumulative[1]), "forecasts of both members")
+        stats = [await member_stats(nc, n) for n in ("m0", "m1")]
+        assert all(s is not None and s["duplicates"] == 0 for s in stats), stats
+        assert stats[1] is not None and stats[1]["takeovers"] == PARTITIONS // 2
+        consumer = await js.pull_subscribe(
+            "predictions.>",
+            stream="EDGE_GRU_OUT",
+            config=nats.js.api.ConsumerConfig(ack_policy=nats.js.api.AckPolicy.NONE),
+        )
+        got: dict[tuple[str, float], float] = {}
+        while len(got) < len(expected):
+            for m in await consumer.fetch(1000, timeout=5):
+                d = json.loads(m.data)
+                got[(d["stream"], d["ts"])] = d["value"]
+        assert got.keys() == expected.keys()
+        assert worst_error(got, expected, 25) <= 1e-5
+        # The MQTT dashboard got the same forecasts on predictions/<stream>.
+        deadline = time.monotonic() + 20
+        while len(received) < len(expected) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # polling what the subscriber has received
+        mqtt_got = {(d["stream"], d["ts"]) for d in map(json.loads, received)}
+        assert mqtt_got == expected.keys()
+        await nc.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        codes = members.stop_all()
+        for c in (sub, pub):
+            c.disconnect()
+            c.loop_stop()
+        cluster.stop()
+    assert codes == {"m0": 0, "m1": 0}, (members.log("m0"), members.log("m1"))

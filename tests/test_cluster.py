@@ -388,9 +388,10 @@ def test_assignment_is_balanced_and_a_leaving_member_moves_few_partitions() -> N
 
 
 def test_mqtt_sensors_and_a_joining_member_take_over_partitions_with_their_state(tmp_path: Path) -> None:
-    """Sensors publish MQTT 3.1.1 to the NATS server; a second member joins mid-stream and takes
-    half the partitions from the checkpoints the first hands over: forecasts still equal one pool,
-    and none is computed twice (a clean handover replays nothing)."""
+    """Sensors publish MQTT 3.1.1 to the NATS server; the first member reloads its bundle (SIGHUP),
+    then a second member joins mid-stream and takes half the partitions from the checkpoints the
+    first hands over: forecasts still equal one pool, and none is computed twice (a clean
+    handover replays nothing)."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -428,6 +429,13 @@ def test_mqtt_sensors_and_a_joining_member_take_over_partitions_with_their_state
         expected, _, cumulative = reference(phases)
         await asyncio.get_running_loop().run_in_executor(None, publish, phases[0])
         await wait_until(lambda: _eq(out_count(js), cumulative[0]), "forecasts of the first member")
+        # systemctl reload: the same bundle again keeps every stream's state (the forecasts below tell)
+        members.procs["m0"].send_signal(signal.SIGHUP)
+
+        async def reloaded() -> bool:
+            return "event=model_reloaded" in members.log("m0")
+
+        await wait_until(reloaded, "m0 to reload its bundle")
         members.start("m1")
         await wait_until(lambda: balanced(nc, ["m0", "m1"]), "m1 to take half the partitions")
         await asyncio.get_running_loop().run_in_executor(None, publish, phases[1])

@@ -253,11 +253,10 @@ class ClusterService:
         self.members: list[str] = []
         self._prefix_len = len(self.c.subject_prefix) + 1
         self._stop: asyncio.Event | None = None
-        self._ready = False
         self.takeovers = 0
         self.releases = 0
         self.lost = 0
-        self._background: set[asyncio.Future[None]] = set()
+        self._background: set[asyncio.Future[Any]] = set()
         self.handed_back = Ledger()  # totals of the partitions this member checkpointed and released
 
     # -- keys ------------------------------------------------------------------------------------
@@ -283,6 +282,8 @@ class ClusterService:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(RuntimeError, ValueError):  # not the main thread
                 loop.add_signal_handler(sig, self._stop.set)
+        with contextlib.suppress(RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGHUP, lambda: self._background.add(asyncio.ensure_future(self.reload())))
 
         async def on_error(exc: Exception) -> None:
             event(log, logging.WARNING, "nats_error", detail=str(exc) or type(exc).__name__)
@@ -435,7 +436,7 @@ class ClusterService:
         ttl = self.c.lease_ttl_s
         await self.kv_members.put(self.member, json.dumps({"until": now + ttl}).encode())
         live = []
-        for key in await self.kv_members.keys():
+        for key in await self._member_keys():
             try:
                 entry = await self.kv_members.get(key)
             except KeyNotFoundError:
@@ -461,6 +462,13 @@ class ClusterService:
             if self._stop is not None and self._stop.is_set():
                 break
             await self._try_acquire(n)
+
+    async def _member_keys(self) -> list[str]:
+        """Keys of the members bucket, from the stream's per-subject counts (one request, no watcher)."""
+        bucket = f"{self.c.bucket}-members"
+        prefix = f"$KV.{bucket}."
+        info = await self.js.stream_info(f"KV_{bucket}", subjects_filter=f"{prefix}>")
+        return [subject[len(prefix) :] for subject in (info.state.subjects or {})]
 
     def _lease_value(self, until: float) -> bytes:
         return json.dumps({"owner": self.member, "until": until}).encode()
@@ -727,6 +735,28 @@ class ClusterService:
         self.handed_back.published += ledger.published
         self.handed_back.dropped.update(ledger.dropped)
         event(log, logging.INFO, "partition_released", partition=part.n, seq=part.seq, received=ledger.received)
+
+    async def reload(self) -> bool:
+        """SIGHUP: load the bundle the (re-read) config names; on any error the current model keeps serving.
+
+        As in the single daemon, the same bundle id keeps every stream's state and another one
+        starts the streams afresh (from each partition's current position).
+        """
+        from edge_gru.daemon.config import load_config
+        from edge_gru.daemon.service import load_model
+        from edge_gru.errors import EdgeGruError
+
+        try:
+            cfg = load_config(self.cfg.source) if self.cfg.source != "<defaults>" else self.cfg
+            model = await asyncio.get_running_loop().run_in_executor(None, load_model, cfg.model)
+        except (EdgeGruError, OSError, ValueError) as exc:
+            event(log, logging.ERROR, "reload_refused", reason=str(exc), model=self.model.id)
+            return False
+        old, self.model = self.model, model
+        for part in self.parts.values():  # between batches: everything runs on this event loop
+            part.worker.replace_model(model)
+        event(log, logging.INFO, "model_reloaded", old=old.id, new=model.id, streams_kept=model.id == old.id)
+        return True
 
     # -- control and stats --------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

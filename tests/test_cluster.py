@@ -208,8 +208,11 @@ async def out_count(js: Any) -> int:
         return -1
 
 
+Reading = tuple[str, float, float]
+
+
 def reference(
-    phases: list[list[tuple[str, float, float]]],
+    phases: list[list[Reading]],
 ) -> tuple[dict[tuple[str, float], float], Counter[str], list[int]]:
     """One offline pool fed every phase in order: forecasts by (stream, ts), drops, forecasts after each phase."""
     ref_pool = edge_gru.load(MODEL, backend="numpy").pool(1000)
@@ -470,5 +473,66 @@ def test_mqtt_sensors_and_a_joining_member_take_over_partitions_with_their_state
         for c in (sub, pub):
             c.disconnect()
             c.loop_stop()
+        cluster.stop()
+    assert codes == {"m0": 0, "m1": 0}, (members.log("m0"), members.log("m1"))
+
+
+def test_a_suspended_member_loses_its_partitions_and_publishes_nothing_twice(tmp_path: Path) -> None:
+    """A member frozen past its leases (SIGSTOP: a swapped-out VM, a stuck disk) comes back to find
+    its partitions taken over: it must drop them rather than serve them from stale state, then
+    rejoin and get its share back through a clean handover."""
+    probe = member_config(tmp_path / "probe.toml", "probe", ["nats://127.0.0.1:4222"], tmp_path)
+    cluster = NatsCluster(tmp_path / "nats", 1, mappings=subject_mappings(load_config(probe))).start()
+    members = Members(tmp_path, cluster.urls, replicas=1)
+
+    async def scenario() -> None:
+        nc = await nats.connect(servers=cluster.urls)
+        js = nc.jetstream(timeout=3.0)
+
+        async def feed(rs: list[Reading]) -> None:
+            futs = [
+                await js.publish_async(f"sensors.{s}.value", json.dumps({"value": v, "ts": t}).encode())
+                for s, v, t in rs
+            ]
+            await asyncio.gather(*futs)
+
+        members.start("m0")
+        members.start("m1")
+        await wait_until(lambda: balanced(nc, ["m0", "m1"]), "m0 and m1 to share the partitions")
+        phases = [readings(range(0, 12)), readings(range(12, 18)), readings(range(18, 24))]
+        expected, _, cumulative = reference(phases)
+        await feed(phases[0])
+        await wait_until(lambda: _eq(out_count(js), cumulative[0]), "phase 1 forecasts")
+        before = await member_stats(nc, "m0")
+        assert before is not None
+        members.procs["m0"].send_signal(signal.SIGSTOP)
+        await feed(phases[1])
+        await wait_until(lambda: balanced(nc, ["m1"]), "m1 to take over every partition")
+        await wait_until(lambda: _eq(out_count(js), cumulative[1]), "phase 2 forecasts, all from m1")
+        members.procs["m0"].send_signal(signal.SIGCONT)
+        await wait_until(lambda: balanced(nc, ["m0", "m1"]), "m0 to rejoin and get its share back")
+        after = await member_stats(nc, "m0")
+        assert after is not None and after["lost"] == len(before["partitions"]), after
+        await feed(phases[2])
+        await wait_until(lambda: _eq(out_count(js), cumulative[2]), "phase 3 forecasts")
+        no_ack = nats.js.api.ConsumerConfig(ack_policy=nats.js.api.AckPolicy.NONE)
+        consumer = await js.pull_subscribe("predictions.>", stream="EDGE_GRU_OUT", config=no_ack)
+        got: dict[tuple[str, float], float] = {}
+        while len(got) < len(expected):
+            for m in await consumer.fetch(1000, timeout=5):
+                d = json.loads(m.data)
+                assert (d["stream"], d["ts"]) not in got
+                got[(d["stream"], d["ts"])] = d["value"]
+        assert got.keys() == expected.keys()
+        assert worst_error(got, expected, 24) <= 1e-5
+        await nc.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        for p in members.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGCONT)
+        codes = members.stop_all()
         cluster.stop()
     assert codes == {"m0": 0, "m1": 0}, (members.log("m0"), members.log("m1"))

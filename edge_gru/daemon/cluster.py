@@ -657,6 +657,11 @@ class ClusterService:
         while w.process_available():
             pass
         out = part.collector.take()
+        if time.time() > part.lease_until:
+            # e.g. this process was suspended past its lease: another member may own the partition now.
+            # Publish nothing; the tick renews the lease (and this batch is replayed) or drops the partition.
+            self._drop(part, "lease_expired_in_batch")
+            return
         if not await self._publish(part, out):
             return
         part.seq = last

@@ -482,10 +482,18 @@ def test_a_suspended_member_loses_its_partitions_and_publishes_nothing_twice(tmp
     its partitions taken over: it must drop them rather than serve them from stale state, then
     rejoin and get its share back through a clean handover."""
     probe = member_config(tmp_path / "probe.toml", "probe", ["nats://127.0.0.1:4222"], tmp_path)
-    cluster = NatsCluster(tmp_path / "nats", 1, mappings=subject_mappings(load_config(probe))).start()
+    cluster = NatsCluster(tmp_path / "nats", 1, mappings=subject_mappings(load_config(probe)))
     members = Members(tmp_path, cluster.urls, replicas=1)
 
     async def scenario() -> None:
+        # A member started before any server is up keeps trying instead of exiting.
+        members.start("m0")
+
+        async def connect_failed() -> bool:
+            return "event=nats_error" in members.log("m0")
+
+        await wait_until(connect_failed, "m0 to report the unreachable servers")
+        cluster.start()
         nc = await nats.connect(servers=cluster.urls)
         js = nc.jetstream(timeout=3.0)
 
@@ -496,7 +504,6 @@ def test_a_suspended_member_loses_its_partitions_and_publishes_nothing_twice(tmp
             ]
             await asyncio.gather(*futs)
 
-        members.start("m0")
         members.start("m1")
         await wait_until(lambda: balanced(nc, ["m0", "m1"]), "m0 and m1 to share the partitions")
         phases = [readings(range(0, 12)), readings(range(12, 18)), readings(range(18, 24))]

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import edge_gru
-from edge_gru.daemon.logs import event
+from edge_gru.daemon.logs import RateLimitedWarnings, event
 from edge_gru.daemon.notify import Notifier
 from edge_gru.daemon.payload import STREAM, TopicMap, output_topic
 from edge_gru.daemon.worker import Worker
@@ -285,8 +285,10 @@ class ClusterService:
         with contextlib.suppress(RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGHUP, lambda: self._background.add(asyncio.ensure_future(self.reload())))
 
-        async def on_error(exc: Exception) -> None:
-            event(log, logging.WARNING, "nats_error", detail=str(exc) or type(exc).__name__)
+        warnings = RateLimitedWarnings(log, interval_s=self.cfg.logging.warn_interval_s)
+
+        async def on_error(exc: Exception) -> None:  # e.g. every failed (re)connect attempt: rate-limited
+            warnings.warn(type(exc).__name__, "nats_error", detail=str(exc) or type(exc).__name__)
 
         async def on_disconnect() -> None:
             event(log, logging.WARNING, "nats_disconnected")
@@ -305,16 +307,34 @@ class ClusterService:
             partitions=self.c.partitions,
             pid=os.getpid(),
         )
-        self.nc = await nats.connect(
-            servers=list(self.c.servers),
-            name=self.member,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.25,
-            connect_timeout=2,
-            error_cb=on_error,
-            disconnected_cb=on_disconnect,
-            reconnected_cb=on_reconnect,
-        )
+        delay = 0.5
+        while True:  # no server reachable at start: keep trying, as the MQTT daemon does
+            try:
+                self.nc = await nats.connect(
+                    servers=list(self.c.servers),
+                    name=self.member,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.25,
+                    connect_timeout=2,
+                    error_cb=on_error,
+                    disconnected_cb=on_disconnect,
+                    reconnected_cb=on_reconnect,
+                )
+                break
+            except Exception as exc:
+                event(
+                    log,
+                    logging.WARNING,
+                    "nats_connect_failed",
+                    servers=",".join(self.c.servers),
+                    detail=repr(exc),
+                    retry_s=delay,
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                if self._stop.is_set():
+                    return 0
+                delay = min(2 * delay, 30.0)
         self.js = self.nc.jetstream(timeout=2.0)
         await self._ensure_infrastructure()
         control = await self.nc.subscribe(self.control_subject, cb=self._on_control)

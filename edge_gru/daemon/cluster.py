@@ -213,6 +213,7 @@ class _Partition:
     ckpt_rev: int = 0
     seq: int = 0  # stream sequence of the last reading applied and published
     saved_seq: int = -1
+    last_ckpt: float = 0.0  # time.monotonic() of the last checkpoint attempt
     duplicates: int = 0
     release: bool = False
     checkpoint_waiters: list[asyncio.Future[bool]] = field(default_factory=list)
@@ -550,7 +551,9 @@ class ClusterService:
             use_receive_time=s.use_receive_time,
             warn_interval_s=self.cfg.logging.warn_interval_s,
         )
-        part = _Partition(n=n, worker=worker, collector=collector, lease_rev=lease_rev, lease_until=until)
+        part = _Partition(
+            n=n, worker=worker, collector=collector, lease_rev=lease_rev, lease_until=until, last_ckpt=time.monotonic()
+        )
         try:
             entry = await self.kv.get(self._ckpt_key(n))
         except KeyNotFoundError:
@@ -619,8 +622,7 @@ class ClusterService:
                 await self._release(part)
                 return
             if part.checkpoint_waiters or (
-                part.seq != part.saved_seq
-                and time.monotonic() - getattr(part, "_last_ckpt", 0.0) >= self.cfg.state.checkpoint_interval_s
+                part.seq != part.saved_seq and time.monotonic() - part.last_ckpt >= self.cfg.state.checkpoint_interval_s
             ):
                 await self._checkpoint(part)
                 continue
@@ -732,7 +734,7 @@ class ClusterService:
             else:
                 part.saved_seq = seq
                 event(log, logging.DEBUG, "checkpoint_saved", partition=part.n, seq=seq, bytes=len(blob))
-        part._last_ckpt = time.monotonic()  # type: ignore[attr-defined]
+        part.last_ckpt = time.monotonic()
         for fut in waiters:
             if not fut.done():
                 fut.set_result(ok)

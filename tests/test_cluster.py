@@ -41,7 +41,9 @@ T0 = 1_700_000_000.0
 PERIOD = 60.0
 
 
-def member_config(path: Path, name: str, servers: list[str], state: Path, *, replicas: int = 3) -> Path:
+def member_config(
+    path: Path, name: str, servers: list[str], state: Path, *, replicas: int = 3, idle_timeout_s: float = 86400
+) -> Path:
     path.write_text(
         f"""
 [mqtt]
@@ -49,6 +51,8 @@ client_id = "{name}"
 [model]
 path = "{MODEL}"
 backend = "numpy"
+[streams]
+idle_timeout_s = {idle_timeout_s}
 [state]
 dir = "{state}"
 checkpoint_interval_s = 600
@@ -103,6 +107,8 @@ def test_mappings_partition_each_input_template_on_its_stream_segment(tmp_path: 
         ("duplicate_window_s = 20", "cluster.duplicate_window_s"),
         ('bucket = "a.b"', "cluster.bucket"),
         ("servers = []", "cluster.servers"),
+        ("[homeassistant]\nenabled = true", "homeassistant.enabled"),
+        ('[streams]\ninput = "$share/g/sensors/{stream}/value"', "cluster.enabled"),
     ],
 )
 def test_bad_cluster_settings_name_the_key(tmp_path: Path, body: str, key: str) -> None:
@@ -140,14 +146,22 @@ def test_nats_server_binary_comes_from_the_wheel_or_path() -> None:
 class Members:
     """The ``edge-gru serve`` member processes of one test."""
 
-    def __init__(self, root: Path, servers: list[str], *, replicas: int = 3) -> None:
+    def __init__(self, root: Path, servers: list[str], *, replicas: int = 3, idle_timeout_s: float = 86400) -> None:
         self.root = root
         self.servers = servers
         self.replicas = replicas
+        self.idle_timeout_s = idle_timeout_s
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str) -> None:
-        cfg = member_config(self.root / f"{name}.toml", name, self.servers, self.root / "state", replicas=self.replicas)
+        cfg = member_config(
+            self.root / f"{name}.toml",
+            name,
+            self.servers,
+            self.root / "state",
+            replicas=self.replicas,
+            idle_timeout_s=self.idle_timeout_s,
+        )
         log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it open
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.procs[name] = subprocess.Popen(
@@ -543,3 +557,34 @@ def test_a_suspended_member_loses_its_partitions_and_publishes_nothing_twice(tmp
         codes = members.stop_all()
         cluster.stop()
     assert codes == {"m0": 0, "m1": 0}, (members.log("m0"), members.log("m1"))
+
+
+def test_idle_streams_expire_in_every_partition(tmp_path: Path) -> None:
+    probe = member_config(tmp_path / "probe.toml", "probe", ["nats://127.0.0.1:4222"], tmp_path)
+    cluster = NatsCluster(tmp_path / "nats", 1, mappings=subject_mappings(load_config(probe))).start()
+    members = Members(tmp_path, cluster.urls, replicas=1, idle_timeout_s=1.0)
+
+    async def scenario() -> None:
+        nc = await nats.connect(servers=cluster.urls)
+        js = nc.jetstream(timeout=3.0)
+        members.start("m0")
+        await wait_until(lambda: balanced(nc, ["m0"]), "m0 to own every partition")
+        futs = [
+            await js.publish_async(f"sensors.{s}.value", json.dumps({"value": v, "ts": t}).encode())
+            for s, v, t in readings(range(1))
+        ]
+        await asyncio.gather(*futs)
+
+        async def expired() -> bool:
+            s = await member_stats(nc, "m0")
+            return s is not None and s["received"] == STREAMS and s["streams"] == 0 and s["expired"] == STREAMS
+
+        await wait_until(expired, "every stream to be forgotten after a second without readings")
+        await nc.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        codes = members.stop_all()
+        cluster.stop()
+    assert codes == {"m0": 0}, members.log("m0")

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHECKPOINT_MAGIC = b"EGC1"
+EXPIRE_INTERVAL_S = 60.0
 
 
 # -- subjects -----------------------------------------------------------------------------------
@@ -214,6 +215,7 @@ class _Partition:
     seq: int = 0  # stream sequence of the last reading applied and published
     saved_seq: int = -1
     last_ckpt: float = 0.0  # time.monotonic() of the last checkpoint attempt
+    last_expiry: float = 0.0  # time.monotonic() of the last idle-stream expiry
     duplicates: int = 0
     release: bool = False
     checkpoint_waiters: list[asyncio.Future[bool]] = field(default_factory=list)
@@ -629,6 +631,10 @@ class ClusterService:
             if time.time() > part.lease_until:
                 await asyncio.sleep(fetch_timeout / 4)  # the tick renews or drops it
                 continue
+            idle = self.cfg.streams.idle_timeout_s
+            if idle is not None and time.monotonic() - part.last_expiry >= min(EXPIRE_INTERVAL_S, idle / 4):
+                part.last_expiry = time.monotonic()
+                part.worker.expire_idle()
             try:
                 if part.sub is None:
                     part.sub = await self._subscribe(part)
@@ -805,6 +811,7 @@ class ClusterService:
             "dropped": dict(sorted(dropped.items())),
             "duplicates": duplicates,
             "streams": sum(len(p.worker.pool) for p in self.parts.values()),
+            "expired": sum(p.worker.pool.expired for p in self.parts.values()),
             "takeovers": self.takeovers,
             "releases": self.releases,
             "lost": self.lost,

@@ -340,6 +340,11 @@ def _validate_cluster(cfg: Config, at: typing.Callable[[str], str]) -> None:
     )
     _check(c.retention_s > c.duplicate_window_s, at("cluster.retention_s"), "must exceed duplicate_window_s")
     _check(1 <= c.fetch_batch <= cfg.streams.queue_size, at("cluster.fetch_batch"), "must be 1..streams.queue_size")
+    _check(
+        not cfg.homeassistant.enabled,
+        at("homeassistant.enabled"),
+        "Home Assistant discovery is per MQTT daemon; cluster members do not announce sensors (turn one off)",
+    )
     for template in cfg.streams.input:
         _check(
             not template.startswith("$share/"),

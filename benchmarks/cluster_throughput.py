@@ -34,7 +34,7 @@ import nats  # noqa: E402
 
 from edge_gru.daemon.cluster import subject_mappings  # noqa: E402
 from edge_gru.daemon.config import load_config  # noqa: E402
-from tests.natscluster import NatsCluster  # noqa: E402
+from edge_gru.harness import NatsCluster  # noqa: E402
 
 PARTITIONS = 12
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -28,8 +26,8 @@ import edge_gru
 from edge_gru.daemon.cluster import Ledger, decode_checkpoint, encode_checkpoint, mappings_conf, subject_mappings
 from edge_gru.daemon.config import load_config
 from edge_gru.errors import CheckpointError, ConfigError
+from edge_gru.harness import Daemon, NatsCluster, nats_server_binary, toml_text
 from edge_gru.pool import Status
-from tests.natscluster import NatsCluster, nats_server_binary
 
 nats = pytest.importorskip("nats", reason="the cluster extra (nats-py) is needed")
 
@@ -41,35 +39,30 @@ T0 = 1_700_000_000.0
 PERIOD = 60.0
 
 
-def member_config(
-    path: Path, name: str, servers: list[str], state: Path, *, replicas: int = 3, idle_timeout_s: float = 86400
-) -> Path:
-    path.write_text(
-        f"""
-[mqtt]
-client_id = "{name}"
-[model]
-path = "{MODEL}"
-backend = "numpy"
-[streams]
-idle_timeout_s = {idle_timeout_s}
-[state]
-dir = "{state}"
-checkpoint_interval_s = 600
-[stats]
-interval_s = 0
-[cluster]
-enabled = true
-servers = {json.dumps(servers)}
-partitions = {PARTITIONS}
-lease_ttl_s = 4.0
-heartbeat_s = 0.25
-duplicate_window_s = 900
-retention_s = 3600
-replicas = {replicas}
-"""
-    )
-    return path
+def member_sections(servers: list[str], *, replicas: int = 3, idle_timeout_s: float = 86400) -> dict[str, Any]:
+    """A member's config over the harness's daemon defaults (numpy backend, the shipped bundle)."""
+    return {
+        "streams": {"idle_timeout_s": idle_timeout_s},
+        "state": {"checkpoint_interval_s": 600},
+        "stats": {"interval_s": 0},
+        "cluster": {
+            "enabled": True,
+            "servers": servers,
+            "partitions": PARTITIONS,
+            "lease_ttl_s": 4.0,
+            "heartbeat_s": 0.25,
+            "duplicate_window_s": 900,
+            "retention_s": 3600,
+            "replicas": replicas,
+        },
+    }
+
+
+def mappings(tmp_path: Path) -> dict[str, str]:
+    """The servers' subject mappings for the members' config."""
+    probe = tmp_path / "probe.toml"
+    probe.write_text(toml_text({"model": {"path": str(MODEL)}, **member_sections(["nats://127.0.0.1:4222"])}))
+    return subject_mappings(load_config(probe))
 
 
 def readings(rounds: range) -> list[tuple[str, float, float]]:
@@ -144,53 +137,41 @@ def test_nats_server_binary_comes_from_the_wheel_or_path() -> None:
 
 
 class Members:
-    """The ``edge-gru serve`` member processes of one test."""
+    """The ``edge-gru serve`` member processes of one test (harness daemons with a ``[cluster]``)."""
 
     def __init__(self, root: Path, servers: list[str], *, replicas: int = 3, idle_timeout_s: float = 86400) -> None:
         self.root = root
-        self.servers = servers
-        self.replicas = replicas
-        self.idle_timeout_s = idle_timeout_s
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.sections = member_sections(servers, replicas=replicas, idle_timeout_s=idle_timeout_s)
+        self.daemons: dict[str, Daemon] = {}
 
     def start(self, name: str) -> None:
-        cfg = member_config(
-            self.root / f"{name}.toml",
-            name,
-            self.servers,
-            self.root / "state",
-            replicas=self.replicas,
-            idle_timeout_s=self.idle_timeout_s,
-        )
-        log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it open
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "edge_gru.cli", "serve", "--config", str(cfg)], stdout=log, stderr=log, env=env
-        )
-        log.close()
+        self.daemons[name] = Daemon(self.root / name, sections=self.sections, client_id=name, name=name).start()
 
     def log(self, name: str) -> str:
-        return (self.root / f"{name}.log").read_text()[-4000:]
+        return self.daemons[name].log_text()[-4000:]
+
+    def signal(self, name: str, sig: int) -> None:
+        self.daemons[name].signal(sig)
 
     def stop_all(self) -> dict[str, int | None]:
+        """SIGTERM to all at once (each hands its partitions back), then their exit codes."""
+        for d in self.daemons.values():
+            if d.alive():
+                d.signal(signal.SIGCONT)
+                d.signal(signal.SIGTERM)
         codes: dict[str, int | None] = {}
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for name, p in self.procs.items():
+        for name, d in self.daemons.items():
             try:
-                codes[name] = p.wait(30)
+                codes[name] = d.wait(30)
             except subprocess.TimeoutExpired:
-                p.kill()
+                d.kill()
                 codes[name] = None
         return codes
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
-    probe = tmp_path / "probe.toml"
-    member_config(probe, "probe", ["nats://127.0.0.1:4222"], tmp_path)
-    c = NatsCluster(tmp_path / "nats", 3, mappings=subject_mappings(load_config(probe))).start()
+    c = NatsCluster(tmp_path / "nats", 3, mappings=mappings(tmp_path)).start()
     yield c
     c.stop()
 
@@ -311,7 +292,7 @@ async def _scenario(cluster: NatsCluster, members: Members) -> None:
     victim = await member_stats(nc, "m1")
     assert victim is not None
     victim_parts = set(victim["partitions"])
-    members.procs["m1"].send_signal(signal.SIGKILL)
+    members.signal("m1", signal.SIGKILL)
     cluster.nodes[2].kill()
 
     # Phase 3, with three bad payloads that must end as named drops.
@@ -412,8 +393,7 @@ def test_mqtt_sensors_and_a_joining_member_take_over_partitions_with_their_state
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    probe = member_config(tmp_path / "probe.toml", "probe", ["nats://127.0.0.1:4222"], tmp_path)
-    cluster = NatsCluster(tmp_path / "nats", 1, mappings=subject_mappings(load_config(probe)), mqtt=True).start()
+    cluster = NatsCluster(tmp_path / "nats", 1, mappings=mappings(tmp_path), mqtt=True).start()
     members = Members(tmp_path, cluster.urls, replicas=1)
     node = cluster.nodes[0]
     assert node.mqtt_port is not None
@@ -447,10 +427,10 @@ def test_mqtt_sensors_and_a_joining_member_take_over_partitions_with_their_state
         await asyncio.get_running_loop().run_in_executor(None, publish, phases[0])
         await wait_until(lambda: _eq(out_count(js), cumulative[0]), "forecasts of the first member")
         # systemctl reload: the same bundle again keeps every stream's state (the forecasts below tell)
-        members.procs["m0"].send_signal(signal.SIGHUP)
+        members.signal("m0", signal.SIGHUP)
 
         async def reloaded() -> bool:
-            return "event=model_reloaded" in members.log("m0")
+            return bool(members.daemons["m0"].events("model_reloaded"))
 
         await wait_until(reloaded, "m0 to reload its bundle")
         members.start("m1")
@@ -495,8 +475,7 @@ def test_a_suspended_member_loses_its_partitions_and_publishes_nothing_twice(tmp
     """A member frozen past its leases (SIGSTOP: a swapped-out VM, a stuck disk) comes back to find
     its partitions taken over: it must drop them rather than serve them from stale state, then
     rejoin and get its share back through a clean handover."""
-    probe = member_config(tmp_path / "probe.toml", "probe", ["nats://127.0.0.1:4222"], tmp_path)
-    cluster = NatsCluster(tmp_path / "nats", 1, mappings=subject_mappings(load_config(probe)))
+    cluster = NatsCluster(tmp_path / "nats", 1, mappings=mappings(tmp_path))
     members = Members(tmp_path, cluster.urls, replicas=1)
 
     async def scenario() -> None:
@@ -504,7 +483,7 @@ def test_a_suspended_member_loses_its_partitions_and_publishes_nothing_twice(tmp
         members.start("m0")
 
         async def connect_failed() -> bool:
-            return "event=nats_error" in members.log("m0")
+            return bool(members.daemons["m0"].events("nats_error"))
 
         await wait_until(connect_failed, "m0 to report the unreachable servers")
         cluster.start()
@@ -526,11 +505,11 @@ def test_a_suspended_member_loses_its_partitions_and_publishes_nothing_twice(tmp
         await wait_until(lambda: _eq(out_count(js), cumulative[0]), "phase 1 forecasts")
         before = await member_stats(nc, "m0")
         assert before is not None
-        members.procs["m0"].send_signal(signal.SIGSTOP)
+        members.signal("m0", signal.SIGSTOP)
         await feed(phases[1])
         await wait_until(lambda: balanced(nc, ["m1"]), "m1 to take over every partition")
         await wait_until(lambda: _eq(out_count(js), cumulative[1]), "phase 2 forecasts, all from m1")
-        members.procs["m0"].send_signal(signal.SIGCONT)
+        members.signal("m0", signal.SIGCONT)
         await wait_until(lambda: balanced(nc, ["m0", "m1"]), "m0 to rejoin and get its share back")
         after = await member_stats(nc, "m0")
         assert after is not None and after["lost"] == len(before["partitions"]), after
@@ -551,17 +530,13 @@ def test_a_suspended_member_loses_its_partitions_and_publishes_nothing_twice(tmp
     try:
         asyncio.run(scenario())
     finally:
-        for p in members.procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGCONT)
         codes = members.stop_all()
         cluster.stop()
     assert codes == {"m0": 0, "m1": 0}, (members.log("m0"), members.log("m1"))
 
 
 def test_idle_streams_expire_in_every_partition(tmp_path: Path) -> None:
-    probe = member_config(tmp_path / "probe.toml", "probe", ["nats://127.0.0.1:4222"], tmp_path)
-    cluster = NatsCluster(tmp_path / "nats", 1, mappings=subject_mappings(load_config(probe))).start()
+    cluster = NatsCluster(tmp_path / "nats", 1, mappings=mappings(tmp_path)).start()
     members = Members(tmp_path, cluster.urls, replicas=1, idle_timeout_s=1.0)
 
     async def scenario() -> None:

@@ -273,6 +273,10 @@ class ClusterService:
     def control_subject(self) -> str:
         return f"edge-gru.{self.member}.control"
 
+    @property
+    def stats_subject(self) -> str:
+        return topic_to_subject(self.cfg.stats.topic.replace("{client_id}", self.member))
+
     # -- lifecycle --------------------------------------------------------------------------------
     def run(self) -> int:
         return asyncio.run(self._main())
@@ -354,7 +358,7 @@ class ClusterService:
             if self.cfg.stats.interval_s > 0 and time.monotonic() - last_stats >= self.cfg.stats.interval_s:
                 last_stats = time.monotonic()
                 with contextlib.suppress(Exception):
-                    await self.nc.publish(self.cfg.stats_topic.replace("/", "."), json.dumps(self.stats()).encode())
+                    await self.nc.publish(self.stats_subject, json.dumps(self.stats()).encode())
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.c.heartbeat_s)
         await self._shutdown(control)
@@ -610,6 +614,20 @@ class ClusterService:
             num_replicas=1,
             mem_storage=True,
         )
+        if part.seq:
+            first = (await self.js.stream_info(self.c.input_stream)).state.first_seq
+            if first > part.seq + 1:
+                # The stream dropped readings (retention_s) past this partition's position: some may have
+                # been this partition's, and those never reach the ledger. A longer retention_s prevents it.
+                event(
+                    log,
+                    logging.ERROR,
+                    "readings_may_have_expired",
+                    partition=part.n,
+                    seq=part.seq,
+                    first_seq=first,
+                    retention_s=self.c.retention_s,
+                )
         return await self.js.pull_subscribe(
             f"{self.c.subject_prefix}.{part.n}.>", stream=self.c.input_stream, config=config
         )

@@ -100,6 +100,7 @@ def test_mappings_partition_each_input_template_on_its_stream_segment(tmp_path: 
         ("duplicate_window_s = 20", "cluster.duplicate_window_s"),
         ('bucket = "a.b"', "cluster.bucket"),
         ("servers = []", "cluster.servers"),
+        ("output_retention_s = 100", "cluster.output_retention_s"),
         ("[homeassistant]\nenabled = true", "homeassistant.enabled"),
         ('[streams]\ninput = "$share/g/sensors/{stream}/value"', "cluster.enabled"),
     ],

@@ -371,17 +371,17 @@ class ClusterService:
 
         c = self.c
         streams = [
-            (c.input_stream, [f"{c.subject_prefix}.*.>"]),
-            (c.output_stream, output_subjects(self.cfg)),
+            (c.input_stream, [f"{c.subject_prefix}.*.>"], c.retention_s),
+            (c.output_stream, output_subjects(self.cfg), c.output_retention_s),
         ]
-        for name, subjects in streams:
+        for name, subjects, max_age in streams:
             config = StreamConfig(
                 name=name,
                 subjects=subjects,
                 retention=RetentionPolicy.LIMITS,
                 storage=StorageType.FILE,
                 num_replicas=c.replicas,
-                max_age=c.retention_s,
+                max_age=max_age,
                 duplicate_window=c.duplicate_window_s,
             )
             await self._retry(
@@ -772,8 +772,9 @@ class ClusterService:
             if self.parts.get(part.n) is not part:
                 return
             await asyncio.sleep(0.25)
-        else:
-            return  # not saved: keep the lease until it runs out; the next owner replays from the older one
+        else:  # not saved: the lease runs out, and the next owner replays from the older checkpoint
+            self._drop(part, "checkpoint_failed_on_release")
+            return
         with contextlib.suppress(Exception):
             await self.kv.delete(self._lease_key(part.n), last=part.lease_rev)
         if part.sub is not None:

@@ -139,6 +139,7 @@ class ClusterConfig:
     bucket: str = "edge-gru"
     replicas: int = 3
     retention_s: float = 86_400.0
+    output_retention_s: float = 3_600.0
     duplicate_window_s: float = 600.0
     lease_ttl_s: float = 10.0
     heartbeat_s: float = 1.0
@@ -339,6 +340,11 @@ def _validate_cluster(cfg: Config, at: typing.Callable[[str], str]) -> None:
         "much, and only forecasts inside the window are recognised as already published",
     )
     _check(c.retention_s > c.duplicate_window_s, at("cluster.retention_s"), "must exceed duplicate_window_s")
+    _check(
+        c.output_retention_s >= c.duplicate_window_s,
+        at("cluster.output_retention_s"),
+        "must be >= duplicate_window_s (JetStream keeps no duplicate window longer than the stream's max age)",
+    )
     _check(1 <= c.fetch_batch <= cfg.streams.queue_size, at("cluster.fetch_batch"), "must be 1..streams.queue_size")
     _check(
         not cfg.homeassistant.enabled,

@@ -26,7 +26,7 @@ import edge_gru
 from edge_gru.daemon.cluster import Ledger, decode_checkpoint, encode_checkpoint, mappings_conf, subject_mappings
 from edge_gru.daemon.config import load_config
 from edge_gru.errors import CheckpointError, ConfigError
-from edge_gru.harness import Daemon, NatsCluster, nats_server_binary, toml_text
+from edge_gru.harness import Daemon, NatsCluster, free_port, nats_server_binary, toml_text
 from edge_gru.pool import Status
 
 nats = pytest.importorskip("nats", reason="the cluster extra (nats-py) is needed")
@@ -564,3 +564,11 @@ def test_idle_streams_expire_in_every_partition(tmp_path: Path) -> None:
         codes = members.stop_all()
         cluster.stop()
     assert codes == {"m0": 0}, members.log("m0")
+
+
+def test_a_member_without_servers_keeps_trying_and_stops_cleanly(tmp_path: Path) -> None:
+    members = Members(tmp_path, [f"nats://127.0.0.1:{free_port()}"])
+    members.start("m0")
+    members.daemons["m0"].wait_log("nats_error", timeout=30)
+    assert members.daemons["m0"].alive()
+    assert members.stop_all() == {"m0": 0}, members.log("m0")

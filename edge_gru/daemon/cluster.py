@@ -314,34 +314,29 @@ class ClusterService:
             partitions=self.c.partitions,
             pid=os.getpid(),
         )
-        delay = 0.5
-        while True:  # no server reachable at start: keep trying, as the MQTT daemon does
-            try:
-                self.nc = await nats.connect(
-                    servers=list(self.c.servers),
-                    name=self.member,
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.25,
-                    connect_timeout=2,
-                    error_cb=on_error,
-                    disconnected_cb=on_disconnect,
-                    reconnected_cb=on_reconnect,
-                )
-                break
-            except Exception as exc:
-                event(
-                    log,
-                    logging.WARNING,
-                    "nats_connect_failed",
-                    servers=",".join(self.c.servers),
-                    detail=repr(exc),
-                    retry_s=delay,
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
-                if self._stop.is_set():
-                    return 0
-                delay = min(2 * delay, 30.0)
+        # No server reachable at start: nats-py keeps trying (max_reconnect_attempts=-1); SIGTERM still stops us.
+        connect = asyncio.ensure_future(
+            nats.connect(
+                servers=list(self.c.servers),
+                name=self.member,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.25,
+                connect_timeout=2,
+                error_cb=on_error,
+                disconnected_cb=on_disconnect,
+                reconnected_cb=on_reconnect,
+            )
+        )
+        stopped = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({connect, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not connect.done():
+            connect.cancel()
+            with contextlib.suppress(BaseException):
+                await connect
+            event(log, logging.INFO, "stopped", detail="before connecting to any NATS server")
+            return 0
+        stopped.cancel()
+        self.nc = connect.result()  # an error here is a bad server list: the service manager restarts us
         self.js = self.nc.jetstream(timeout=2.0)
         await self._ensure_infrastructure()
         control = await self.nc.subscribe(self.control_subject, cb=self._on_control)

@@ -11,7 +11,7 @@ from edge_gru.backends import Backend, create_backend
 from edge_gru.bundle import Bundle, Manifest, load_bundle
 from edge_gru.errors import BackendUnavailableError
 from edge_gru.normalization import StreamNormalizer
-from edge_gru.pool import StreamPool
+from edge_gru.pool import DEFAULT_MAX_ABS_VALUE, DEFAULT_MAX_ID_BYTES, DEFAULT_MAX_STREAMS, StreamPool
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +63,24 @@ class Model:
         y = self.backend.run_windows(z)
         return norm.denormalize(rows, y)
 
-    def pool(self, max_streams: int = 10_000, *, idle_timeout_s: float | None = None) -> StreamPool:
-        """A pool of per-stream states for serving this model sample by sample."""
-        return StreamPool(self, max_streams, idle_timeout_s=idle_timeout_s)
+    def pool(
+        self,
+        max_streams: int = DEFAULT_MAX_STREAMS,
+        *,
+        idle_timeout_s: float | None = None,
+        use_receive_time: bool = False,
+        max_abs_value: float = DEFAULT_MAX_ABS_VALUE,
+        max_id_bytes: int = DEFAULT_MAX_ID_BYTES,
+    ) -> StreamPool:
+        """A pool of per-stream states for serving this model sample by sample (rules: ``docs/pool-rules.md``)."""
+        return StreamPool(
+            self,
+            max_streams,
+            idle_timeout_s=idle_timeout_s,
+            use_receive_time=use_receive_time,
+            max_abs_value=max_abs_value,
+            max_id_bytes=max_id_bytes,
+        )
 
 
 def load(path: str | os.PathLike[str], backend: str = "auto") -> Model:

@@ -1,9 +1,10 @@
 """Per-stream state and every per-stream rule that changes a forecast.
 
 The daemon, the simulator and ``evaluate`` all feed readings through :class:`StreamPool`,
-so they agree by construction: warm-up, dropping NaN/inf, dropping out-of-order and
-duplicate timestamps, resetting after a gap, stream limits and idle expiry live here and
-nowhere else.
+so they agree by construction: warm-up, dropping NaN/inf and out-of-range values,
+dropping out-of-order and duplicate timestamps, resetting after a gap, stream and id
+limits, idle expiry, receive-time stamping, forecast timestamps and model rebinding live
+here and nowhere else (``docs/pool-rules.md``).
 
 >>> import edge_gru
 >>> model = edge_gru.load("models/default", backend="numpy")
@@ -23,19 +24,37 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from edge_gru.atomicfile import atomic_write
+from edge_gru.backends.base import Backend
+from edge_gru.bundle import Manifest
 from edge_gru.errors import CheckpointError
 from edge_gru.normalization import StreamNormalizer
 
-if TYPE_CHECKING:
-    from edge_gru.model import Model
-
 CHECKPOINT_VERSION = 1
 PERIOD_SAMPLES = 5  # intervals used to learn a stream's sample period when the bundle has none
+# The defaults of the pool's limits; the daemon's [streams] section and the simulator read them here.
+DEFAULT_MAX_STREAMS = 10_000
+# Readings beyond this magnitude are dropped as OUT_OF_RANGE: squared (the causal normalizer's
+# variance) they stay near 1e30, far inside float64, and no physical sensor reports them.
+DEFAULT_MAX_ABS_VALUE = 1e15
+DEFAULT_MAX_ID_BYTES = 256  # UTF-8 bytes of a stream id; longer ids are refused as ID_TOO_LONG
+
+
+class ServedModel(Protocol):
+    """What a pool needs of a model: its bundle's manifest and id, and the backend that steps it."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def manifest(self) -> Manifest: ...
+
+    @property
+    def backend(self) -> Backend: ...
 
 
 class Status(IntEnum):
@@ -47,10 +66,8 @@ class Status(IntEnum):
     OUT_OF_ORDER = 3  # timestamp older than the stream's last one: dropped
     DUPLICATE = 4  # timestamp equal to the stream's last one: dropped
     STREAM_LIMIT = 5  # a new stream while the pool is full: dropped
-
-    @property
-    def reason(self) -> str:
-        return self.name.lower()
+    OUT_OF_RANGE = 6  # a value beyond ``max_abs_value`` in magnitude: dropped, state untouched
+    ID_TOO_LONG = 7  # a new stream whose id exceeds ``max_id_bytes``: dropped, no stream created
 
 
 @dataclass(frozen=True)
@@ -66,13 +83,29 @@ class PoolResult:
 class StreamPool:
     """Hidden states (stateful mode) or ring buffers (window mode) for up to ``max_streams`` streams."""
 
-    def __init__(self, model: Model, max_streams: int = 10_000, *, idle_timeout_s: float | None = None) -> None:
+    def __init__(
+        self,
+        model: ServedModel,
+        max_streams: int = DEFAULT_MAX_STREAMS,
+        *,
+        idle_timeout_s: float | None = None,
+        use_receive_time: bool = False,
+        max_abs_value: float = DEFAULT_MAX_ABS_VALUE,
+        max_id_bytes: int = DEFAULT_MAX_ID_BYTES,
+    ) -> None:
         if max_streams < 1:
             raise ValueError("max_streams must be >= 1")
+        if not max_abs_value > 0:
+            raise ValueError("max_abs_value must be > 0")
+        if max_id_bytes < 1:
+            raise ValueError("max_id_bytes must be >= 1")
         self.model = model
         manifest = model.manifest
         self.max_streams = int(max_streams)
         self.idle_timeout_s = idle_timeout_s
+        self.use_receive_time = use_receive_time
+        self.max_abs_value = float(max_abs_value)
+        self.max_id_bytes = int(max_id_bytes)
         self.stateful = manifest.mode == "stateful"
         self.window = manifest.window
         self.features = manifest.input_features
@@ -189,6 +222,19 @@ class StreamPool:
         self.expired += len(gone)
         return gone
 
+    # -- the model -------------------------------------------------------------------------
+    def compatible(self, model: ServedModel) -> bool:
+        """Whether this pool's states mean the same to ``model``: the same bundle (e.g. another backend)."""
+        return model.id == self.model.id
+
+    def rebind(self, model: ServedModel) -> None:
+        """Serve the streams' states with ``model`` from now on; a different bundle raises ValueError."""
+        if not self.compatible(model):
+            raise ValueError(
+                f"bundle {model.id!r} cannot take over the states of bundle {self.model.id!r}; start a new pool"
+            )
+        self.model = model
+
     # -- the per-sample API ------------------------------------------------------------------
     def update(
         self,
@@ -234,23 +280,79 @@ class StreamPool:
         finite = np.asarray(np.isfinite(x).all(axis=1))
         if ts is not None:
             finite &= np.isfinite(ts)
+        in_range = np.asarray((np.abs(x) <= self.max_abs_value).all(axis=1))
+        usable = finite & in_range
         rows = np.empty(n, dtype=np.int64)
         get = self._ids.get
+        max_chars = self.max_id_bytes // 4  # ids this short fit in max_id_bytes whatever their characters
         for i, sid in enumerate(stream_ids):
             row = get(sid)
             if row is None:
-                # A stream whose first reading is unusable is not created: it would only hold a slot.
-                row = self._new_row(sid, now) if finite[i] else -2
+                if len(sid) > max_chars and len(sid.encode("utf-8", "surrogatepass")) > self.max_id_bytes:
+                    row = -3
+                else:
+                    # A stream whose first reading is unusable is not created: it would only hold a slot.
+                    row = self._new_row(sid, now) if usable[i] else -2
             rows[i] = row
         status[rows == -1] = Status.STREAM_LIMIT
-        status[(rows >= 0) & ~finite] = Status.NOT_FINITE
-        status[rows == -2] = Status.NOT_FINITE
+        status[rows == -3] = Status.ID_TOO_LONG
+        judged = (rows >= 0) | (rows == -2)
+        status[judged & ~in_range] = Status.OUT_OF_RANGE
+        status[judged & ~finite] = Status.NOT_FINITE
         todo = np.flatnonzero(status == Status.FORECAST)
         if todo.size:
             self.last_seen[rows[todo]] = now
-        for idx in _rounds(rows, todo):
-            self._apply(idx, rows[idx], x[idx], None if ts is None else ts[idx], status, forecasts, forecast_ts, resets)
+        # Values are bounded by max_abs_value, but a fixed normalization with a tiny std may still
+        # overflow float32; the non-finite result is handled below, so numpy's warning is noise.
+        with np.errstate(over="ignore", invalid="ignore"):
+            for idx in _rounds(rows, todo):
+                ts_idx = None if ts is None else ts[idx]
+                self._apply(idx, rows[idx], x[idx], ts_idx, status, forecasts, forecast_ts, resets)
         return PoolResult(forecasts, status, forecast_ts, resets)
+
+    def update_received(
+        self,
+        stream_ids: Sequence[str],
+        values: np.ndarray,
+        timestamps: np.ndarray,
+        stamped: np.ndarray,
+        *,
+        now: float | None = None,
+    ) -> PoolResult:
+        """Readings as they arrive from the wire: some carry their own timestamp, some only a receive time.
+
+        ``timestamps`` (S,) holds each reading's own time where ``stamped`` (S,) is True and its
+        receive time elsewhere. Unstamped readings take part in the timestamp rules (order,
+        duplicates, gaps, period learning) only when the pool was made with
+        ``use_receive_time``: receive times of messages a broker queued during an outage arrive
+        in a burst and would teach the pool a wrong sample period. The stamped readings of a
+        batch are applied before its unstamped ones. With a bundle sample period, every
+        forecast's ``forecast_ts`` is its reading's time (own or receive) plus that period.
+        """
+        ts = np.asarray(timestamps, dtype=np.float64)
+        given = np.asarray(stamped, dtype=bool)
+        if self.use_receive_time or given.all():
+            r = self.update_detailed(stream_ids, values, ts, now=now)
+        elif not given.any():
+            r = self.update_detailed(stream_ids, values, None, now=now)
+        else:
+            n = len(stream_ids)
+            status = np.empty(n, dtype=np.uint8)
+            forecasts = np.empty(n)
+            forecast_ts = np.empty(n)
+            resets = np.empty(n, dtype=bool)
+            for mask in (given, ~given):
+                idx = np.flatnonzero(mask)
+                part = self.update_detailed(
+                    [stream_ids[i] for i in idx.tolist()], values[idx], ts[idx] if mask is given else None, now=now
+                )
+                status[idx], forecasts[idx] = part.status, part.forecasts
+                forecast_ts[idx], resets[idx] = part.forecast_ts, part.resets
+            r = PoolResult(forecasts, status, forecast_ts, resets)
+        if self.period and not given.all():  # no own ts: the bundle's period still dates the forecast
+            fts = np.where(np.isnan(r.forecast_ts), ts + self.period, r.forecast_ts)
+            r = PoolResult(r.forecasts, r.status, fts, r.resets)
+        return r
 
     def _apply(
         self,

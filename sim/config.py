@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge_gru.daemon.config import DEFAULT_INPUT, DEFAULT_OUTPUT
 from edge_gru.errors import ConfigError
 from sim.faults import FaultSpec
 from sim.profiles import STANDARD_PROFILES, ReplaySource
@@ -55,8 +56,8 @@ class SimConfig:
     spawn_broker: bool = False
     daemon_id: str | None = None  # with broker: the client_id of the daemon to drive (default: the first online)
     speed: float | None = None  # None: virtual clock; 1.0: real time
-    input_template: str = "sensors/{stream}/value"
-    output_template: str = "predictions/{stream}"
+    input_template: str = DEFAULT_INPUT
+    output_template: str = DEFAULT_OUTPUT
     name: str | None = None  # the scenario's name, when one was loaded
     description: str | None = None
 

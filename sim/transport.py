@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edge_gru.daemon.config import DEFAULT_INPUT, DEFAULT_OUTPUT, StreamsConfig
+from edge_gru.daemon.payload import STATUS_REASONS, DropReason, decode_forecast
+from edge_gru.pool import DEFAULT_MAX_STREAMS, Status
 from sim.clock import SimClock
 from sim.faults import GARBAGE
 from sim.schedule import Schedule
@@ -27,22 +30,10 @@ from sim.schedule import Schedule
 if TYPE_CHECKING:
     from edge_gru.model import Model
 
-INPUT_TEMPLATE = "sensors/{stream}/value"
-OUTPUT_TEMPLATE = "predictions/{stream}"
-# Drop reasons that come from the stream rules and the queue, not from payload parsing.
-NON_PAYLOAD_REASONS = frozenset(
-    {
-        "warmup",
-        "not_finite",
-        "out_of_order",
-        "duplicate",
-        "stream_limit",
-        "queue_full",
-        "unknown_topic",
-        "internal_error",
-        "publish_failed",
-    }
-)
+INPUT_TEMPLATE = DEFAULT_INPUT
+OUTPUT_TEMPLATE = DEFAULT_OUTPUT
+# Drop reasons that come from the stream rules, the queue and publishing, not from payload parsing.
+NON_PAYLOAD_REASONS = frozenset(r for r in DropReason if not r.from_payload)
 
 Progress = Callable[[int], None]
 
@@ -79,18 +70,18 @@ class Collector:
 
 
 def decode_forecasts(payloads: list[bytes], index: dict[str, int]) -> tuple[np.ndarray, ...]:
-    """Forecast payloads (DESIGN.md contract) -> (stream index, ts, forecast_ts, value) arrays."""
+    """Forecast payloads (``docs/payloads.md``) -> (stream index, ts, forecast_ts, value) arrays."""
     n = len(payloads)
     stream = np.empty(n, dtype=np.int64)
     ts = np.empty(n)
     fts = np.empty(n)
     value = np.empty(n)
     for i, raw in enumerate(payloads):
-        doc = json.loads(raw)
-        stream[i] = index.get(doc["stream"], -1)
-        ts[i] = doc["ts"]
-        fts[i] = np.nan if doc.get("forecast_ts") is None else doc["forecast_ts"]
-        value[i] = doc["value"]
+        doc = decode_forecast(raw)
+        stream[i] = index.get(doc.stream, -1)
+        ts[i] = doc.ts
+        fts[i] = np.nan if doc.forecast_ts is None else doc.forecast_ts
+        value[i] = doc.value
     return stream, ts, fts, value
 
 
@@ -105,32 +96,28 @@ class InProcessTransport:
         *,
         input_template: str = INPUT_TEMPLATE,
         output_template: str = OUTPUT_TEMPLATE,
-        batch_size: int = 512,
-        queue_size: int = 10_000,
-        max_streams: int | None = None,
+        settings: StreamsConfig | None = None,
     ) -> None:
+        """``settings``: the daemon's ``[streams]`` (its defaults when None; the topics come from the templates)."""
         self.model = model
         self.input_template = input_template
         self.output_template = output_template
-        self.batch_size = batch_size
-        self.queue_size = queue_size
-        self.max_streams = max_streams
+        self.settings = settings or StreamsConfig()
+        self.batch_size = self.settings.batch_size
 
     def run(self, schedule: Schedule, clock: SimClock, progress: Progress | None = None) -> Outcome:
-        from edge_gru.daemon.payload import TopicMap
         from edge_gru.daemon.worker import Worker
 
         names = schedule.names
         collector = Collector()
-        worker = Worker(
-            model=self.model,
-            publisher=collector,
-            topics=TopicMap([self.input_template]),
-            output_template=self.output_template,
-            max_streams=self.max_streams or max(10_000, len(names)),
-            queue_size=self.queue_size,
-            batch_size=self.batch_size,
+        settings = dataclasses.replace(
+            self.settings,
+            input=(self.input_template,),
+            output=self.output_template,
+            max_streams=max(self.settings.max_streams, len(names)),
+            idle_timeout_s=None,  # simulated time: no stream is expired for being idle
         )
+        worker = Worker(model=self.model, publisher=collector, settings=settings)
         topics = [self.input_template.replace("{stream}", s) for s in names]
         stream_of = schedule.stream.tolist()
         payloads = schedule.payloads
@@ -189,15 +176,13 @@ class PoolTransport:
 
     name = "pool"
 
-    def __init__(self, model: Model, *, max_streams: int | None = None) -> None:
+    def __init__(self, model: Model, *, max_streams: int = DEFAULT_MAX_STREAMS) -> None:
         self.model = model
         self.max_streams = max_streams
 
     def run(self, schedule: Schedule, clock: SimClock, progress: Progress | None = None) -> Outcome:
-        from edge_gru.pool import Status
-
         names = schedule.names
-        pool = self.model.pool(self.max_streams or max(10_000, len(names)))
+        pool = self.model.pool(max(self.max_streams, len(names)))
         ids = np.array(names, dtype=object)
         out_s: list[np.ndarray] = []
         out_ts: list[np.ndarray] = []
@@ -225,7 +210,7 @@ class PoolTransport:
             out_f.append(r.forecast_ts[ok])
             out_v.append(r.forecasts[ok])
             for code in np.unique(r.status[~ok]).tolist():
-                reason = Status(code).reason
+                reason = STATUS_REASONS[Status(code)]
                 dropped[reason] = dropped.get(reason, 0) + int((r.status == code).sum())
             if progress is not None:
                 progress(hi - lo)

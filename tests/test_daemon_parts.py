@@ -17,10 +17,9 @@ import pytest
 import edge_gru
 from edge_gru.bundle import GRUWeights, load_bundle, write_bundle
 from edge_gru.daemon.checkpoint import Checkpointer
-from edge_gru.daemon.config import load_config
+from edge_gru.daemon.config import StreamsConfig, load_config
 from edge_gru.daemon.discovery import Discovery
 from edge_gru.daemon.notify import Notifier
-from edge_gru.daemon.payload import TopicMap
 from edge_gru.daemon.worker import Worker
 from edge_gru.harness import Broker
 from tests.conftest import DEFAULT_MODEL
@@ -62,9 +61,7 @@ def test_a_stuck_worker_stops_the_watchdog(model: edge_gru.Model, tmp_path: Path
         sock.bind(str(path))
         sock.settimeout(0.05)
         notifier = Notifier(str(path), watchdog_usec=200_000)
-        worker = Worker(
-            model=model, publisher=Collector(), topics=TopicMap(["a/{stream}"]), output_template="b/{stream}"
-        )
+        worker = Worker(model=model, publisher=Collector(), settings=StreamsConfig(input=("a/{stream}",)))
         worker.add_periodic("watchdog", notifier.watchdog_interval_s or 0.1, lambda: notifier.watchdog(force=True))
         worker.start()
         pings: list[float] = []
@@ -142,8 +139,7 @@ def test_home_assistant_discovery_once_per_stream(model: edge_gru.Model, tmp_pat
     worker = Worker(
         model=model,
         publisher=pub,
-        topics=TopicMap(["s/{stream}"]),
-        output_template="pred/{stream}",
+        settings=StreamsConfig(input=("s/{stream}",), output="pred/{stream}"),
         on_first_forecast=discovery.announce,
     )
     for t in range(15):
@@ -165,7 +161,7 @@ def test_home_assistant_discovery_once_per_stream(model: edge_gru.Model, tmp_pat
 
 
 def test_worker_call_soon_propagates_errors(model: edge_gru.Model) -> None:
-    worker = Worker(model=model, publisher=Collector(), topics=TopicMap(["a/{stream}"]), output_template="b/{stream}")
+    worker = Worker(model=model, publisher=Collector(), settings=StreamsConfig(input=("a/{stream}",)))
     worker.start()
     try:
         fut = worker.call_soon(lambda: 1 / 0)

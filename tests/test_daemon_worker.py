@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import edge_gru
-from edge_gru.daemon.payload import TopicMap
+from edge_gru.daemon.config import StreamsConfig
 from edge_gru.daemon.worker import Worker
 from tests.conftest import DEFAULT_MODEL
 
@@ -38,14 +38,15 @@ def model() -> edge_gru.Model:
     return edge_gru.load(DEFAULT_MODEL, backend="numba")
 
 
+WORKER_ARGS = ("clock", "pool", "on_first_forecast", "warn_interval_s")
+
+
 def make_worker(model: edge_gru.Model, pub: Collector, **kw: object) -> Worker:
-    return Worker(
-        model=model,
-        publisher=pub,
-        topics=TopicMap(["s/{stream}/v", "alt/{stream}"]),
-        output_template="p/{stream}",
-        **kw,  # type: ignore[arg-type]
-    )
+    """A worker on ``s/{stream}/v`` and ``alt/{stream}``; keywords are [streams] settings or Worker arguments."""
+    args = {k: kw.pop(k) for k in WORKER_ARGS if k in kw}
+    fields: dict[str, object] = {"idle_timeout_s": None, **kw}
+    settings = StreamsConfig(input=("s/{stream}/v", "alt/{stream}"), output="p/{stream}", **fields)  # type: ignore[arg-type]
+    return Worker(model=model, publisher=pub, settings=settings, **args)  # type: ignore[arg-type]
 
 
 def series(n_streams: int, n: int, seed: int = 0) -> np.ndarray:

@@ -26,7 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 import edge_gru
 from edge_gru.daemon.checkpoint import Checkpointer
-from edge_gru.daemon.payload import TopicMap
+from edge_gru.daemon.config import StreamsConfig
 from edge_gru.daemon.worker import Worker
 from edge_gru.harness import DEFAULT_MODEL, Broker, Daemon, Publisher, Watcher, accounted
 
@@ -445,9 +445,7 @@ def test_daemon_clock_jumps_do_not_expire_or_break_streams() -> None:
     worker = Worker(
         model=model,
         publisher=Kept(),
-        topics=TopicMap(["s/{stream}"]),
-        output_template="p/{stream}",
-        idle_timeout_s=600.0,
+        settings=StreamsConfig(input=("s/{stream}",), output="p/{stream}", idle_timeout_s=600.0),
         clock=clock,
     )
     for k in range(WARMUP + 2):

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import edge_gru
-from edge_gru.daemon.config import MqttConfig
+from edge_gru.daemon.config import MqttConfig, StreamsConfig
 from edge_gru.daemon.mqttclient import MqttClient
 from edge_gru.daemon.payload import (
     MAX_EPOCH_S,
@@ -238,11 +238,7 @@ def test_submit_never_raises_and_every_reading_is_accounted(
     worker = Worker(
         model=small_model,
         publisher=client,
-        topics=TopicMap(["sensors/{stream}/value"]),
-        output_template="predictions/{stream}",
-        queue_size=queue_size,
-        max_streams=max_streams,
-        batch_size=3,
+        settings=StreamsConfig(queue_size=queue_size, max_streams=max_streams, batch_size=3),
     )
     for k, (topic, payload) in enumerate(messages):
         worker.submit(topic, payload, received=1000.0 + k)
@@ -259,15 +255,12 @@ def test_submit_never_raises_and_every_reading_is_accounted(
 
 
 def test_a_64_kib_stream_id_is_served_or_counted(small_model: edge_gru.Model) -> None:
-    """The output topic of a 65,536-character id is too long for MQTT: counted as publish_failed."""
+    """With the id limit raised to MQTT's: an id whose output topic is too long for MQTT is publish_failed."""
     client = MqttClient(
         MqttConfig(host="127.0.0.1", port=1, client_id="fuzz"), subscriptions=[], on_message=lambda *a: True
     )
     worker = Worker(
-        model=small_model,
-        publisher=client,
-        topics=TopicMap(["s/{stream}"]),
-        output_template="predictions/{stream}",
+        model=small_model, publisher=client, settings=StreamsConfig(input=("s/{stream}",), max_id_bytes=65_535)
     )
     long_ok = "x" * (65_535 - len("predictions/"))
     too_long = "y" * 65_536
@@ -278,9 +271,28 @@ def test_a_64_kib_stream_id_is_served_or_counted(small_model: edge_gru.Model) ->
         pass
     st_ = worker.stats
     assert st_.received == 16
-    assert st_.dropped["warmup"] == 4  # one per stream (warm-up 2)
+    assert st_.dropped["id_too_long"] == 4  # 65,536 bytes: over the limit, never a stream
+    assert st_.dropped["warmup"] == 3  # one per stream (warm-up 2)
     assert st_.published == 3  # only the id whose output topic fits
-    assert st_.dropped["publish_failed"] == 9  # the too-long id, '+' and '#' (3 forecasts each)
+    assert st_.dropped["publish_failed"] == 6  # '+' and '#' (3 forecasts each)
+    assert st_.received == st_.published + sum(st_.dropped.values())
+    assert len(worker.pool) == 3
+
+
+def test_stream_ids_beyond_max_id_bytes_are_counted_never_served(small_model: edge_gru.Model) -> None:
+    """The default limit (256 UTF-8 bytes) counts longer ids as id_too_long; multi-byte characters count as bytes."""
+    kept = Kept()
+    worker = Worker(model=small_model, publisher=kept, settings=StreamsConfig(input=("s/{stream}",)))
+    ids = {"a" * 256: True, "a" * 257: False, "é" * 128: True, "é" * 129: False, "x" * 65_000: False}
+    for k in range(4):
+        for sid in ids:
+            worker.submit(f"s/{sid}", json.dumps({"value": 1.0 + k, "ts": 100.0 + k}).encode())
+    while worker.process_available():
+        pass
+    st_ = worker.stats
+    assert st_.dropped["id_too_long"] == 4 * 3
+    assert sorted(worker.pool.stream_ids) == sorted(sid for sid, ok in ids.items() if ok)
+    assert {json.loads(p)["stream"] for p in kept.payloads} == {sid for sid, ok in ids.items() if ok}
     assert st_.received == st_.published + sum(st_.dropped.values())
 
 
@@ -312,7 +324,7 @@ class Kept:
 def test_extreme_finite_values_never_stop_the_worker(default_model: edge_gru.Model, values: list[float]) -> None:
     """Huge readings may overflow a stream's normalization; the batch still completes and is accounted."""
     kept = Kept()
-    worker = Worker(model=default_model, publisher=kept, topics=TopicMap(["s/{stream}"]), output_template="p/{stream}")
+    worker = Worker(model=default_model, publisher=kept, settings=StreamsConfig(input=("s/{stream}",)))
     for k, v in enumerate(values):
         worker.submit("s/wild", json.dumps({"value": v, "ts": 1000.0 + k}).encode())
         worker.submit("s/calm", json.dumps({"value": 20.0 + k % 3, "ts": 1000.0 + k}).encode())

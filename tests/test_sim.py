@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 import edge_gru
 from edge_gru.cli import main
+from edge_gru.daemon.config import StreamsConfig
 from edge_gru.errors import ConfigError, DataError
 from edge_gru.pool import Status
 from edge_gru.series import Series
@@ -125,7 +126,7 @@ def test_fault_injection_changes_only_what_it_says() -> None:
 def test_the_daemons_path_gives_the_pools_forecasts(model: edge_gru.Model) -> None:
     """Payload bytes -> Worker.submit -> queue -> batches -> publish equals pool.update_detailed on the readings."""
     schedule = build_run(SimConfig(streams=5, duration_s=86400, seed=11, faults=parse_faults("all,nan=0.01")))
-    worker = InProcessTransport(model, batch_size=7).run(schedule, SimClock())
+    worker = InProcessTransport(model, settings=StreamsConfig(batch_size=7)).run(schedule, SimClock())
     pool = PoolTransport(model).run(schedule, SimClock())
     assert worker.published == pool.published > 0
     a = np.lexsort((worker.ts, worker.stream))

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from edge_gru.backends import BACKENDS, KERAS_REFERENCE
 from edge_gru.cli.csvdata import report_dropped, strict_option
 from edge_gru.errors import EdgeGruError
 
@@ -15,8 +16,6 @@ if TYPE_CHECKING:
     from edge_gru.evaluation import StreamRun
     from edge_gru.model import Model
     from edge_gru.series import Series
-
-BACKENDS = ["numba", "numpy", "tflite", "tflite-int8", "keras"]
 
 
 @click.command()
@@ -31,7 +30,7 @@ BACKENDS = ["numba", "numpy", "tflite", "tflite-int8", "keras"]
 )
 @click.option(
     "--backend",
-    type=click.Choice(BACKENDS),
+    type=click.Choice([*BACKENDS, KERAS_REFERENCE]),
     default="numba",
     show_default=True,
     help="keras rebuilds the model in Keras (needs [train]).",
@@ -121,7 +120,7 @@ def load_for_csv(
         )
     series = read_series(data, column=column, time_column=time_column, features=extra, strict=strict)
     report_dropped(series)
-    if backend == "keras":
+    if backend == KERAS_REFERENCE:
         try:
             from edge_gru.train.keras_backend import load_keras
         except ImportError as exc:

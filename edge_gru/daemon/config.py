@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -23,15 +24,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_gru.backends import BACKEND_CHOICES
 from edge_gru.daemon.logs import LEVELS, event
-from edge_gru.daemon.payload import TopicMap, validate_output_template
+from edge_gru.daemon.payload import MAX_PAYLOAD_BYTES, TopicMap, validate_output_template
 from edge_gru.errors import ConfigError
+from edge_gru.pool import DEFAULT_MAX_ABS_VALUE, DEFAULT_MAX_ID_BYTES, DEFAULT_MAX_STREAMS
 
 log = logging.getLogger(__name__)
 
 ENV_PREFIX = "EDGE_GRU_"
-BACKEND_CHOICES = ("auto", "numba", "numpy", "tflite", "tflite-int8")
 PROTOCOLS = ("5", "3.1.1")
+QUEUE_POLICIES = ("drop_oldest", "drop_newest")
+DEFAULT_INPUT = "sensors/{stream}/value"
+DEFAULT_OUTPUT = "predictions/{stream}"
 
 
 class Secret(str):
@@ -85,17 +90,21 @@ class ModelConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class StreamsConfig:
-    input: tuple[str, ...] = ("sensors/{stream}/value",)
-    output: str = "predictions/{stream}"
+    """``[streams]``: topics, the pool's limits, and the worker's queue; the one home of their defaults."""
+
+    input: tuple[str, ...] = (DEFAULT_INPUT,)
+    output: str = DEFAULT_OUTPUT
     output_qos: int = 1
     output_retain: bool = False
-    max_streams: int = 10_000
+    max_streams: int = DEFAULT_MAX_STREAMS
     idle_timeout_s: float | None = 86_400.0
     queue_size: int = 10_000
     queue_policy: str = "drop_oldest"
     batch_size: int = 512
-    max_payload_bytes: int = 16_384
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES
     use_receive_time: bool = False
+    max_abs_value: float = DEFAULT_MAX_ABS_VALUE
+    max_id_bytes: int = DEFAULT_MAX_ID_BYTES
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -299,12 +308,22 @@ def _validate(cfg: Config, source: str) -> None:
     _check(s.idle_timeout_s is None or s.idle_timeout_s > 0, at("streams.idle_timeout_s"), "must be > 0")
     _check(s.queue_size >= 1, at("streams.queue_size"), "must be >= 1")
     _check(
-        s.queue_policy in ("drop_oldest", "drop_newest"),
+        s.queue_policy in QUEUE_POLICIES,
         at("streams.queue_policy"),
         f'{s.queue_policy!r}: choose "drop_oldest" or "drop_newest"',
     )
     _check(s.batch_size >= 1, at("streams.batch_size"), "must be >= 1")
     _check(s.max_payload_bytes >= 16, at("streams.max_payload_bytes"), "must be >= 16")
+    _check(
+        math.isfinite(s.max_abs_value) and s.max_abs_value > 0,
+        at("streams.max_abs_value"),
+        "must be a finite number > 0 (readings beyond it in magnitude are dropped as out_of_range)",
+    )
+    _check(
+        1 <= s.max_id_bytes <= 65_535,
+        at("streams.max_id_bytes"),
+        "must be between 1 and 65535 (stream ids longer in UTF-8 bytes are dropped as id_too_long)",
+    )
     _check(bool(st.dir), at("state.dir"), "must name a directory")
     _check(st.checkpoint_interval_s > 0, at("state.checkpoint_interval_s"), "must be > 0")
     _check(cfg.stats.interval_s >= 0, at("stats.interval_s"), "must be >= 0 (0 turns the stats topic off)")

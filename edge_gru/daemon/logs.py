@@ -84,6 +84,7 @@ def configure(level: str = "info", fmt: str = "logfmt", *, timestamps: bool = Tr
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging.WARNING)  # numba and LLVM log volumes at DEBUG; only our own loggers follow ``level``
+    logging.captureWarnings(True)  # a library's warning (numpy, paho) becomes one structured line, not raw stderr
     logging.getLogger("edge_gru").setLevel(getattr(logging, level.upper()))
 
 

@@ -1,8 +1,9 @@
-"""Wire formats: sensor payloads in, forecast payloads out, and the topic <-> stream mapping.
+"""Wire formats: sensor payloads in, forecast payloads out, drop reasons, and the topic <-> stream mapping.
 
-Kept free of MQTT and threads so the simulator, the daemon and the tests parse and encode
-exactly the same way. Every rejection is a :class:`~edge_gru.errors.PayloadError` whose
-``reason`` is a short snake_case word that the daemon counts and logs.
+Kept free of MQTT and threads so the simulator, the daemon and the tests parse, encode and
+decode exactly the same way. Every rejection is a :class:`~edge_gru.errors.PayloadError`
+whose ``reason`` is a :class:`DropReason`, the word the daemon counts and logs. The
+contract is written out in ``docs/payloads.md``.
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
 from edge_gru.errors import PayloadError
+from edge_gru.pool import Status
 from edge_gru.timestamps import MAX_ABS_EPOCH_S, TimestampError, parse_timestamp
 
 MAX_PAYLOAD_BYTES = 16_384
@@ -25,30 +29,83 @@ TS_FIELDS = ("ts", "timestamp", "time")
 _NUMBER_START = frozenset(b"0123456789+-.")
 
 
-def _reject(reason: str, detail: str) -> PayloadError:
-    err = PayloadError(f"{reason}: {detail}")
-    err.reason = reason  # type: ignore[attr-defined]
+class DropReason(StrEnum):
+    """Every reason a reading ends without a published forecast: the keys of the stats topic's ``dropped``.
+
+    A member compares and hashes equal to its word, so counters keyed by either agree.
+    """
+
+    # the payload parser (a reading that never reaches the pool)
+    EMPTY = "empty"
+    TOO_LARGE = "too_large"
+    BAD_UTF8 = "bad_utf8"
+    BAD_JSON = "bad_json"
+    NOT_A_NUMBER = "not_a_number"
+    MISSING_FIELD = "missing_field"
+    BAD_TS = "bad_ts"
+    BAD_PAYLOAD = "bad_payload"  # the parser itself failed (a bug): counted, never raised
+    # the pool's per-stream rules (one per Status other than FORECAST)
+    WARMUP = "warmup"
+    NOT_FINITE = "not_finite"  # also the parser's word for NaN/inf fields
+    OUT_OF_ORDER = "out_of_order"
+    DUPLICATE = "duplicate"
+    STREAM_LIMIT = "stream_limit"
+    OUT_OF_RANGE = "out_of_range"
+    ID_TOO_LONG = "id_too_long"
+    # the daemon around the pool
+    UNKNOWN_TOPIC = "unknown_topic"
+    QUEUE_FULL = "queue_full"
+    INTERNAL_ERROR = "internal_error"
+    FORECAST_NOT_FINITE = "forecast_not_finite"
+    PUBLISH_FAILED = "publish_failed"
+
+    @property
+    def from_payload(self) -> bool:
+        """Whether the payload itself was at fault (as opposed to the stream rules, queue or publishing)."""
+        return self in _PAYLOAD_REASONS
+
+
+_PAYLOAD_REASONS = frozenset(
+    {
+        DropReason.EMPTY,
+        DropReason.TOO_LARGE,
+        DropReason.BAD_UTF8,
+        DropReason.BAD_JSON,
+        DropReason.NOT_A_NUMBER,
+        DropReason.MISSING_FIELD,
+        DropReason.BAD_TS,
+        DropReason.BAD_PAYLOAD,
+    }
+)
+#: the drop reason of each pool :class:`~edge_gru.pool.Status` other than ``FORECAST``
+STATUS_REASONS: dict[Status, DropReason] = {s: DropReason(s.name.lower()) for s in Status if s is not Status.FORECAST}
+
+
+def _reject(reason: DropReason | str, detail: str) -> PayloadError:
+    word = DropReason(reason)  # a word outside the enum is a bug here, not bad input
+    err = PayloadError(f"{word}: {detail}")
+    err.reason = word  # type: ignore[attr-defined]
     return err
 
 
 def _number(value: Any, field: str) -> float:
     """A JSON field as a float: numbers, and numeric strings (some firmwares quote them)."""
     if isinstance(value, bool) or value is None:
-        raise _reject("not_a_number", f"field {field!r} is {json.dumps(value)}, not a number")
+        raise _reject(DropReason.NOT_A_NUMBER, f"field {field!r} is {json.dumps(value)}, not a number")
     if isinstance(value, int | float):
         try:
             x = float(value)
         except OverflowError:  # a JSON integer beyond float range
-            raise _reject("not_finite", f"field {field!r} is an integer beyond the float range") from None
+            raise _reject(DropReason.NOT_FINITE, f"field {field!r} is an integer beyond the float range") from None
     elif isinstance(value, str):
         try:
             x = float(value)
         except ValueError:
-            raise _reject("not_a_number", f"field {field!r} is the string {value[:40]!r}") from None
+            raise _reject(DropReason.NOT_A_NUMBER, f"field {field!r} is the string {value[:40]!r}") from None
     else:
-        raise _reject("not_a_number", f"field {field!r} is a {type(value).__name__}, not a number")
+        raise _reject(DropReason.NOT_A_NUMBER, f"field {field!r} is a {type(value).__name__}, not a number")
     if not math.isfinite(x):
-        raise _reject("not_finite", f"field {field!r} is {x}")
+        raise _reject(DropReason.NOT_FINITE, f"field {field!r} is {x}")
     return x
 
 
@@ -72,9 +129,9 @@ def parse_payload(
     """
     n = len(payload)
     if n == 0:
-        raise _reject("empty", "empty payload")
+        raise _reject(DropReason.EMPTY, "empty payload")
     if n > max_bytes:
-        raise _reject("too_large", f"{n} bytes, limit {max_bytes}")
+        raise _reject(DropReason.TOO_LARGE, f"{n} bytes, limit {max_bytes}")
     n_features = len(features)
     if payload[0] in _NUMBER_START:  # the fast path for plain numbers
         try:
@@ -83,37 +140,37 @@ def parse_payload(
             pass
         else:
             if n_features != 1:
-                raise _reject("missing_field", f"a plain number, but the model needs fields {list(features)}")
+                raise _reject(DropReason.MISSING_FIELD, f"a plain number, but the model needs fields {list(features)}")
             if not math.isfinite(x):
-                raise _reject("not_finite", f"value is {x}")
+                raise _reject(DropReason.NOT_FINITE, f"value is {x}")
             return np.array([x]), None
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _reject("bad_utf8", f"not UTF-8 at byte {exc.start}") from None
+        raise _reject(DropReason.BAD_UTF8, f"not UTF-8 at byte {exc.start}") from None
     stripped = text.strip()
     if not stripped:
-        raise _reject("empty", "payload is only white space")
+        raise _reject(DropReason.EMPTY, "payload is only white space")
     if stripped[0] not in "{[":
         try:
             x = float(stripped)
         except ValueError:
-            raise _reject("not_a_number", f"{stripped[:40]!r} is neither a number nor JSON") from None
+            raise _reject(DropReason.NOT_A_NUMBER, f"{stripped[:40]!r} is neither a number nor JSON") from None
         if n_features != 1:
-            raise _reject("missing_field", f"a plain number, but the model needs fields {list(features)}")
+            raise _reject(DropReason.MISSING_FIELD, f"a plain number, but the model needs fields {list(features)}")
         if not math.isfinite(x):
-            raise _reject("not_finite", f"value is {x}")
+            raise _reject(DropReason.NOT_FINITE, f"value is {x}")
         return np.array([x]), None
     try:
         data = json.loads(stripped)
     except (ValueError, RecursionError) as exc:
-        raise _reject("bad_json", str(exc)[:80]) from None
+        raise _reject(DropReason.BAD_JSON, str(exc)[:80]) from None
     if isinstance(data, list):
         if len(data) != n_features:
-            raise _reject("missing_field", f"array of {len(data)} values; the model needs {n_features}")
+            raise _reject(DropReason.MISSING_FIELD, f"array of {len(data)} values; the model needs {n_features}")
         return np.array([_number(v, f"[{i}]") for i, v in enumerate(data)]), None
     if not isinstance(data, dict):
-        raise _reject("bad_json", "top level must be a number, an object or an array")
+        raise _reject(DropReason.BAD_JSON, "top level must be a number, an object or an array")
     ts = None
     for key in TS_FIELDS:
         if key in data:
@@ -122,11 +179,11 @@ def parse_payload(
     if n_features == 1:
         key = "value" if "value" in data else features[0]
         if key not in data:
-            raise _reject("missing_field", f"no 'value' field (fields: {', '.join(list(data)[:8])})")
+            raise _reject(DropReason.MISSING_FIELD, f"no 'value' field (fields: {', '.join(list(data)[:8])})")
         return np.array([_number(data[key], key)]), ts
     missing = [f for f in features if f not in data]
     if missing:
-        raise _reject("missing_field", f"missing {', '.join(missing)} (the model needs {', '.join(features)})")
+        raise _reject(DropReason.MISSING_FIELD, f"missing {', '.join(missing)} (the model needs {', '.join(features)})")
     return np.array([_number(data[f], f) for f in features]), ts
 
 
@@ -204,7 +261,7 @@ def encode_forecast(
     model_id: str,
     backend: str,
 ) -> bytes:
-    """The forecast payload of DESIGN.md (contract): stream, ts, forecast_ts, value, model, backend.
+    """The forecast payload (``docs/payloads.md``): stream, ts, forecast_ts, value, model, backend.
 
     ``value`` is never null (warm-up readings get no forecast at all); ``forecast_ts`` is
     null only while a stream's sample period is still unknown.
@@ -225,3 +282,43 @@ def _json_str(text: str) -> str:
     if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
         return f'"{text}"'
     return json.dumps(text, ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """One decoded forecast payload."""
+
+    stream: str
+    ts: float
+    forecast_ts: float | None
+    value: float
+    model: str
+    backend: str
+
+
+def decode_forecast(payload: bytes) -> Forecast:
+    """The inverse of :func:`encode_forecast`, for subscribers (the simulator, tests, tools).
+
+    Raises :class:`~edge_gru.errors.PayloadError` naming the field when a payload breaks the contract.
+    """
+    try:
+        doc = json.loads(payload)
+    except (ValueError, RecursionError) as exc:
+        raise _reject(DropReason.BAD_JSON, f"forecast payload: {str(exc)[:80]}") from None
+    if not isinstance(doc, dict):
+        raise _reject(DropReason.BAD_JSON, "forecast payload must be a JSON object")
+    missing = [k for k in ("stream", "ts", "forecast_ts", "value", "model", "backend") if k not in doc]
+    if missing:
+        raise _reject(DropReason.MISSING_FIELD, f"forecast payload lacks {', '.join(missing)}")
+    for key in ("stream", "model", "backend"):
+        if not isinstance(doc[key], str):
+            raise _reject(DropReason.BAD_PAYLOAD, f"forecast field {key!r} must be a string")
+    fts = doc["forecast_ts"]
+    return Forecast(
+        stream=doc["stream"],
+        ts=_number(doc["ts"], "ts"),
+        forecast_ts=None if fts is None else _number(fts, "forecast_ts"),
+        value=_number(doc["value"], "value"),
+        model=doc["model"],
+        backend=doc["backend"],
+    )

@@ -87,17 +87,7 @@ class Service:
         self.worker = Worker(
             model=self.model,
             publisher=self.mqtt,
-            topics=self.topics,
-            output_template=s.output,
-            max_streams=s.max_streams,
-            queue_size=s.queue_size,
-            queue_policy=s.queue_policy,
-            batch_size=s.batch_size,
-            idle_timeout_s=s.idle_timeout_s,
-            output_qos=s.output_qos,
-            output_retain=s.output_retain,
-            max_payload_bytes=s.max_payload_bytes,
-            use_receive_time=s.use_receive_time,
+            settings=s,
             warn_interval_s=cfg.logging.warn_interval_s,
             on_first_forecast=self.discovery.announce if self.discovery else None,
         )

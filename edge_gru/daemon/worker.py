@@ -21,8 +21,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from edge_gru.daemon.config import QUEUE_POLICIES, StreamsConfig
 from edge_gru.daemon.logs import RateLimitedWarnings, event
-from edge_gru.daemon.payload import MAX_PAYLOAD_BYTES, TopicMap, encode_forecast, output_topic, parse_payload
+from edge_gru.daemon.payload import (
+    STATUS_REASONS,
+    DropReason,
+    TopicMap,
+    encode_forecast,
+    output_topic,
+    parse_payload,
+)
 from edge_gru.daemon.stats import Stats
 from edge_gru.errors import PayloadError
 from edge_gru.pool import Status, StreamPool
@@ -32,8 +40,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-QUEUE_POLICIES = ("drop_oldest", "drop_newest")
-_STATUS_REASONS = {int(s): s.reason for s in Status if s is not Status.FORECAST}
+_STATUS_REASONS = {int(s): reason for s, reason in STATUS_REASONS.items()}
+# Pool drops worth a (rate-limited) warning: the sender or the limits are at fault, not the stream's warm-up.
+_WARN_STATUSES = (Status.OUT_OF_ORDER, Status.DUPLICATE, Status.STREAM_LIMIT, Status.OUT_OF_RANGE, Status.ID_TOO_LONG)
 
 
 class Publisher(Protocol):
@@ -60,43 +69,33 @@ class Worker:
         *,
         model: Model,
         publisher: Publisher,
-        topics: TopicMap,
-        output_template: str,
-        max_streams: int = 10_000,
-        queue_size: int = 10_000,
-        queue_policy: str = "drop_oldest",
-        batch_size: int = 512,
-        idle_timeout_s: float | None = None,
+        settings: StreamsConfig | None = None,
         clock: Callable[[], float] = time.time,
-        output_qos: int = 1,
-        output_retain: bool = False,
-        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         pool: StreamPool | None = None,
         on_first_forecast: Callable[[str], None] | None = None,
         warn_interval_s: float = 10.0,
-        use_receive_time: bool = False,
     ) -> None:
-        if queue_policy not in QUEUE_POLICIES:
-            raise ValueError(f"queue_policy {queue_policy!r}: choose one of {', '.join(QUEUE_POLICIES)}")
-        if queue_size < 1 or batch_size < 1:
+        """``settings``: the daemon's ``[streams]`` (defaults when None); ``pool`` replaces the one built from it."""
+        s = StreamsConfig() if settings is None else settings
+        if s.queue_policy not in QUEUE_POLICIES:
+            raise ValueError(f"queue_policy {s.queue_policy!r}: choose one of {', '.join(QUEUE_POLICIES)}")
+        if s.queue_size < 1 or s.batch_size < 1:
             raise ValueError("queue_size and batch_size must be >= 1")
+        self.settings = s
         self.model = model
         self.publisher = publisher
-        self.topics = topics
-        self.output_template = output_template
-        self.max_streams = max_streams
-        self.queue_size = queue_size
-        self.queue_policy = queue_policy
-        self.batch_size = batch_size
-        self.idle_timeout_s = idle_timeout_s
-        self.output_qos = output_qos
-        self.output_retain = output_retain
-        self.max_payload_bytes = max_payload_bytes
+        self.topics = TopicMap(s.input)
+        self.output_template = s.output
+        self.max_streams = s.max_streams
+        self.queue_size = s.queue_size
+        self.queue_policy = s.queue_policy
+        self.batch_size = s.batch_size
+        self.idle_timeout_s = s.idle_timeout_s
+        self.max_payload_bytes = s.max_payload_bytes
         self.on_first_forecast = on_first_forecast
-        self.use_receive_time = use_receive_time
         self._clock = clock
         self._features = model.manifest.features
-        self.pool = pool if pool is not None else model.pool(max_streams, idle_timeout_s=idle_timeout_s)
+        self.pool = pool if pool is not None else self._new_pool(model)
         self.stats = Stats(clock=clock)
         self._warnings = RateLimitedWarnings(log, interval_s=warn_interval_s)
         self._queue: deque[tuple[str, np.ndarray, float | None, float]] = deque()
@@ -119,26 +118,26 @@ class Worker:
         stream = self.topics.stream(topic)
         reason = detail = None
         if stream is None:
-            reason, detail = "unknown_topic", "matches no input template"
+            reason, detail = DropReason.UNKNOWN_TOPIC, "matches no input template"
         else:
             try:
                 values, ts = parse_payload(payload, self._features, max_bytes=self.max_payload_bytes)
             except PayloadError as exc:
-                reason, detail = getattr(exc, "reason", "bad_payload"), str(exc)
+                reason, detail = getattr(exc, "reason", DropReason.BAD_PAYLOAD), str(exc)
             except Exception as exc:  # a parser bug must not kill the network thread
-                reason, detail = "bad_payload", repr(exc)
+                reason, detail = DropReason.BAD_PAYLOAD, repr(exc)
         with self._lock:
             self.stats.received += 1
             if reason is not None:
                 self.stats.dropped[reason] += 1
             elif len(self._queue) >= self.queue_size and self.queue_policy == "drop_newest":
-                self.stats.dropped["queue_full"] += 1
-                reason, detail = "queue_full", f"queue holds {self.queue_size}; newest reading dropped"
+                self.stats.dropped[DropReason.QUEUE_FULL] += 1
+                reason, detail = DropReason.QUEUE_FULL, f"queue holds {self.queue_size}; newest reading dropped"
             else:
                 if len(self._queue) >= self.queue_size:
                     self._queue.popleft()
-                    self.stats.dropped["queue_full"] += 1
-                    reason, detail = "queue_full", f"queue holds {self.queue_size}; oldest reading dropped"
+                    self.stats.dropped[DropReason.QUEUE_FULL] += 1
+                    reason, detail = DropReason.QUEUE_FULL, f"queue holds {self.queue_size}; oldest reading dropped"
                 self._queue.append((stream, values, ts, received))  # type: ignore[arg-type]
                 if self._idle:
                     self._wake.notify()
@@ -172,25 +171,23 @@ class Worker:
         drops: dict[str, int] = {}
         published = 0
         try:
-            status, forecasts, forecast_ts = self._update(ids, values, ts, given)
+            r = self.pool.update_received(ids, values, ts, given, now=self._clock())
         except Exception:  # one bad batch must not stop the daemon
             log.exception("batch_failed", extra={"fields": {"readings": k}})
-            drops["internal_error"] = k
+            drops[DropReason.INTERNAL_ERROR] = k
         else:
+            status, forecasts, forecast_ts = r.status, r.forecasts, r.forecast_ts
             forecast_rows = np.flatnonzero(status == Status.FORECAST)
             ok = np.zeros(forecast_rows.shape[0], dtype=bool)
             model_id, backend = self.model.id, self.model.backend_name
-            period = self.pool.period
-            if period and not given.all():  # no ts given: the bundle's period still dates the forecast
-                forecast_ts = np.where(np.isnan(forecast_ts), ts + period, forecast_ts)
             ts_list, fts_list, y_list = ts.tolist(), forecast_ts.tolist(), forecasts.tolist()
             template, publish = self.output_template, self.publisher.publish
-            qos, retain = self.output_qos, self.output_retain
+            qos, retain = self.settings.output_qos, self.settings.output_retain
             for j, i in enumerate(forecast_rows.tolist()):
                 stream = ids[i]
                 if not math.isfinite(y_list[i]):
                     # e.g. a reading of 1e300 overflowed the stream's normalization: counted, never published
-                    drops["forecast_not_finite"] = drops.get("forecast_not_finite", 0) + 1
+                    drops[DropReason.FORECAST_NOT_FINITE] = drops.get(DropReason.FORECAST_NOT_FINITE, 0) + 1
                     self._warnings.warn("forecast_not_finite", "forecast_not_finite", stream=stream)
                     continue
                 payload = encode_forecast(
@@ -204,7 +201,7 @@ class Worker:
                 try:
                     publish(output_topic(template, stream), payload, qos=qos, retain=retain)
                 except Exception as exc:  # counted and logged, never raised
-                    drops["publish_failed"] = drops.get("publish_failed", 0) + 1
+                    drops[DropReason.PUBLISH_FAILED] = drops.get(DropReason.PUBLISH_FAILED, 0) + 1
                     self._warnings.warn("publish_failed", "publish_failed", stream=stream, detail=str(exc))
                     continue
                 ok[j] = True
@@ -217,46 +214,18 @@ class Worker:
             for code, reason in _STATUS_REASONS.items():
                 if counts[code]:
                     drops[reason] = drops.get(reason, 0) + int(counts[code])
-            for code in (Status.OUT_OF_ORDER, Status.DUPLICATE, Status.STREAM_LIMIT):
+            for code in _WARN_STATUSES:
                 if counts[code]:
                     first = int(np.flatnonzero(status == code)[0])
-                    self._warnings.warn(
-                        code.reason, "dropped_reading", stream=ids[first], reason=code.reason, count=int(counts[code])
-                    )
+                    word = STATUS_REASONS[code]
+                    stream = ids[first] if code is not Status.ID_TOO_LONG else ids[first][:64] + "..."
+                    self._warnings.warn(word, "dropped_reading", stream=stream, reason=word, count=int(counts[code]))
         with self._lock:
             self.stats.published += published
             self.stats.batches += 1
-            for reason, n in drops.items():
-                self.stats.dropped[reason] += n
+            for why, n in drops.items():
+                self.stats.dropped[why] += n
         return k
-
-    def _update(
-        self, ids: list[str], values: np.ndarray, ts: np.ndarray, given: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``pool.update_detailed`` for one batch -> (status, forecasts, forecast_ts).
-
-        Readings that carry a ts go through the pool's timestamp rules (order, duplicates,
-        gaps). Readings without one use their receive time only when ``use_receive_time``:
-        receive times of messages the broker queued during an outage arrive in a burst and
-        would teach the pool a wrong sample period.
-        """
-        now = self._clock()
-        if self.use_receive_time or given.all():
-            r = self.pool.update_detailed(ids, values, ts, now=now)
-            return r.status, r.forecasts, r.forecast_ts
-        if not given.any():
-            r = self.pool.update_detailed(ids, values, None, now=now)
-            return r.status, r.forecasts, r.forecast_ts
-        status = np.empty(len(ids), dtype=np.uint8)
-        forecasts = np.empty(len(ids))
-        forecast_ts = np.empty(len(ids))
-        for mask in (given, ~given):
-            idx = np.flatnonzero(mask)
-            r = self.pool.update_detailed(
-                [ids[i] for i in idx], values[idx], ts[idx] if mask is given else None, now=now
-            )
-            status[idx], forecasts[idx], forecast_ts[idx] = r.status, r.forecasts, r.forecast_ts
-        return status, forecasts, forecast_ts
 
     def _announce(self, stream: str) -> None:
         if len(self._announced) >= 4 * self.max_streams:
@@ -265,8 +234,10 @@ class Worker:
         try:
             assert self.on_first_forecast is not None
             self.on_first_forecast(stream)
-        except Exception:
-            log.exception("announce_failed", extra={"fields": {"stream": stream}})
+        except Exception as exc:  # one line, no traceback: the journal must stay readable
+            self._warnings.warn(
+                "announce_failed", "announce_failed", stream=stream[:64], detail=f"{type(exc).__name__}: {exc}"[:200]
+            )
 
     def expire_idle(self) -> list[str]:
         """Forget streams idle longer than ``idle_timeout_s`` (worker thread)."""
@@ -280,14 +251,23 @@ class Worker:
 
     def replace_model(self, model: Model) -> None:
         """Serve ``model`` from now on (worker thread). Same bundle id: the states carry over; else a fresh pool."""
-        old = self.model
-        if model.id == old.id:
-            self.pool.model = model
+        if self.pool.compatible(model):
+            self.pool.rebind(model)
         else:
-            self.pool = model.pool(self.max_streams, idle_timeout_s=self.idle_timeout_s)
+            self.pool = self._new_pool(model)
             self._announced.clear()
         self.model = model
         self._features = model.manifest.features
+
+    def _new_pool(self, model: Model) -> StreamPool:
+        s = self.settings
+        return model.pool(
+            s.max_streams,
+            idle_timeout_s=s.idle_timeout_s,
+            use_receive_time=s.use_receive_time,
+            max_abs_value=s.max_abs_value,
+            max_id_bytes=s.max_id_bytes,
+        )
 
     def snapshot(self, *, mark: bool = False) -> dict[str, Any]:
         """Stats plus pool facts, JSON-ready."""

@@ -175,3 +175,74 @@ def test_a_burst_into_a_tiny_queue_is_counted_as_queue_full(
     finally:
         assert daemon.stop() == 0
         watcher.close()
+
+
+def test_huge_values_and_long_ids_are_named_drops_with_clean_logs(private_broker: Broker, tmp_path: Path) -> None:
+    """1e308 on a warmed-up stream is ``out_of_range`` (no warm-up restart, no numpy warning on stderr);
+    ids over ``max_id_bytes`` are ``id_too_long`` and get no discovery message (and no traceback)."""
+    t0 = 1_700_000_000.0
+    valid: Valid = {"wild": [], "z" * 256: []}
+    messages: list[tuple[str, bytes]] = []
+    k = 0
+
+    def send(stream: str, value: float) -> None:
+        nonlocal k
+        k += 1
+        messages.append((f"sensors/{stream}/value", reading(value, t0 + 60 * k)))
+        valid[stream].append((value, t0 + 60 * k))
+
+    for i in range(WARMUP + 3):
+        send("wild", 20 + np.sin(i / 3))
+    for j, spike in enumerate((1e308, -1e300, 1e16)):  # between two readings: no gap for the next one
+        messages.append(("sensors/wild/value", reading(spike, t0 + 60 * k + 10 * (j + 1))))
+    for i in range(5):  # forecasts again at once: the spikes left the stream's state alone
+        send("wild", 20 + np.cos(i / 3))
+    for i in range(WARMUP + 1):
+        send("z" * 256, 5.0 + i % 3)  # exactly the limit: served
+    too_long = ["x" * 257, "y" * 65_500]  # 65,500 bytes: once a 66 KB traceback line from discovery
+    for sid in too_long:
+        for i in range(3):
+            messages.append((f"sensors/{sid}/value", reading(1.0 + i, t0 + i)))
+    daemon = Daemon(
+        tmp_path / "daemon",
+        host=private_broker.host,
+        port=private_broker.port,
+        sections={"homeassistant": {"enabled": True}},
+    ).start()
+    watcher = Watcher(private_broker.host, private_broker.port, ["predictions/#", "edge-gru/#", "homeassistant/#"])
+    try:
+        daemon.wait_ready()
+        pub = Publisher(private_broker.host, private_broker.port)
+        pub.publish_all(messages)
+        pub.close()
+        snap = wait_stats(
+            watcher, daemon, lambda s: s["received"] >= len(messages) and s["queued"] == 0, 60, "all readings"
+        )
+        ref = reference_forecasts(valid)
+        assert accounted(snap), snap
+        assert snap["dropped"] == {"out_of_range": 3, "id_too_long": 6, "warmup": 2 * (WARMUP - 1)}, snap
+        assert snap["published"] == sum(len(v) for v in ref.values()) == 4 + 5 + 2
+        assert snap["streams"] == 2
+        watcher.wait_for(lambda: len(watcher.on("predictions/#")) >= snap["published"], 30, "forecasts on the wire")
+        got: dict[str, list[float]] = {}
+        for raw in watcher.on("predictions/#"):
+            doc = json.loads(raw)
+            got.setdefault(doc["stream"], []).append(doc["value"])
+        assert set(got) == set(ref)
+        for name in ref:
+            np.testing.assert_allclose(got[name], ref[name], rtol=1e-5)
+        watcher.wait_for(lambda: len(watcher.on("homeassistant/#")) >= 2, 30, "discovery of the served streams")
+        configs = [json.loads(p) for p in watcher.on("homeassistant/#")]
+        assert sorted(c["name"] for c in configs) == sorted(f"{s} forecast" for s in ref)
+    finally:
+        rc = daemon.stop()
+        watcher.close()
+    assert rc == 0
+    log = daemon.log_text()
+    assert "Traceback" not in log and "RuntimeWarning" not in log, log[-3000:]
+    lines = [line for line in log.splitlines() if line.strip()]
+    assert all(line.startswith("ts=") for line in lines), [ln[:200] for ln in lines if not ln.startswith("ts=")]
+    assert max(len(line) for line in lines) < 2000  # a drop names the stream, never with a 65 KB id
+    assert daemon.events("dropped_reading") and any(
+        "reason=out_of_range" in e for e in daemon.events("dropped_reading")
+    )

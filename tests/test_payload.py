@@ -8,7 +8,17 @@ import math
 import numpy as np
 import pytest
 
-from edge_gru.daemon.payload import TopicMap, encode_forecast, output_topic, parse_payload, validate_output_template
+from edge_gru.daemon.payload import (
+    STATUS_REASONS,
+    DropReason,
+    Forecast,
+    TopicMap,
+    decode_forecast,
+    encode_forecast,
+    output_topic,
+    parse_payload,
+    validate_output_template,
+)
 from edge_gru.errors import PayloadError
 
 ONE = ("value",)
@@ -148,3 +158,34 @@ def test_shared_subscription_templates() -> None:
     for bad in ("$share/sensors", "$share//sensors/{stream}"):
         with pytest.raises(ValueError):
             TopicMap([bad])
+
+
+def test_decode_forecast_inverts_encode_and_names_what_is_wrong() -> None:
+    raw = encode_forecast(stream="küche", ts=10.0, forecast_ts=70.0, value=-1.5e-7, model_id="m-1", backend="tflite")
+    assert decode_forecast(raw) == Forecast("küche", 10.0, 70.0, -1.5e-7, "m-1", "tflite")
+    assert (
+        decode_forecast(
+            encode_forecast(stream="k", ts=1, forecast_ts=None, value=2, model_id="m", backend="b")
+        ).forecast_ts
+        is None
+    )
+    for bad, needle in (
+        (b"{", "bad_json"),
+        (b"[1]", "bad_json"),
+        (b'{"stream": "k", "ts": 1, "value": 2, "model": "m", "backend": "b"}', "forecast_ts"),
+        (b'{"stream": 5, "ts": 1, "forecast_ts": null, "value": 2, "model": "m", "backend": "b"}', "stream"),
+        (b'{"stream": "k", "ts": 1, "forecast_ts": null, "value": null, "model": "m", "backend": "b"}', "value"),
+    ):
+        with pytest.raises(PayloadError, match=needle):
+            decode_forecast(bad)
+
+
+def test_every_pool_status_has_a_drop_reason_and_the_simulator_knows_every_non_payload_one() -> None:
+    from edge_gru.pool import Status
+    from sim.transport import NON_PAYLOAD_REASONS
+
+    assert set(STATUS_REASONS) == {s for s in Status if s is not Status.FORECAST}
+    assert {str(r) for r in STATUS_REASONS.values()} <= {str(r) for r in DropReason}
+    for word in ("forecast_not_finite", "publish_failed", "out_of_range", "id_too_long", "warmup", "queue_full"):
+        assert word in NON_PAYLOAD_REASONS
+    assert not {"bad_json", "bad_ts", "empty", "too_large"} & NON_PAYLOAD_REASONS

@@ -72,6 +72,66 @@ def test_non_finite_readings_leave_the_state_untouched(tmp_path: Path, backend: 
     assert res.status.tolist() == [Status.NOT_FINITE, Status.FORECAST]
 
 
+def test_out_of_range_readings_are_dropped_and_leave_the_state_untouched(tmp_path: Path, backend: str) -> None:
+    """1e308 is a named drop, not an overflow that restarts the stream's warm-up (as NaN/inf are)."""
+    make_bundle(tmp_path / "b", warmup=2, normalization=Normalization(kind="causal", halflife=8.0, clip=6.0))
+    pool = edge_gru.load(tmp_path / "b", backend=backend).pool(4, max_abs_value=1e6)
+    values = 10 + np.cos(np.arange(30) / 4)
+    clean = feed(pool, "clean", values)
+    spikes = [1e308, -1e300, 1.5e6, -2e6]
+    dirty_values = np.insert(values, [5, 9, 9, 20], spikes)
+    with np.errstate(all="raise"):  # no floating-point warning escapes the pool
+        res = [pool.update_detailed(["dirty"], [v], now=0.0) for v in dirty_values]
+    status = np.array([r.status[0] for r in res])
+    dirty = np.array([r.forecasts[0] for r in res])
+    keep = np.abs(dirty_values) <= 1e6
+    assert (status[~keep] == Status.OUT_OF_RANGE).all() and (~keep).sum() == 4
+    np.testing.assert_array_equal(dirty[keep], clean)
+    first = pool.update_detailed(["new"], [1e7])  # a stream whose first reading is out of range is not created
+    assert first.status.tolist() == [Status.OUT_OF_RANGE] and "new" not in pool
+
+
+def test_stream_ids_longer_than_max_id_bytes_are_refused(tmp_path: Path) -> None:
+    make_bundle(tmp_path / "b", warmup=2)
+    pool = edge_gru.load(tmp_path / "b", backend="numpy").pool(8, max_id_bytes=8)
+    r = pool.update_detailed(["a" * 8, "a" * 9, "ü" * 4, "ü" * 5], [1.0, 1.0, 1.0, 1.0])
+    assert r.status.tolist() == [Status.WARMUP, Status.ID_TOO_LONG, Status.WARMUP, Status.ID_TOO_LONG]
+    assert sorted(pool.stream_ids) == sorted(["a" * 8, "ü" * 4])
+
+
+def test_update_received_stamps_with_receive_time_only_when_configured(tmp_path: Path) -> None:
+    """Own timestamps go through the order rules; receive times only with use_receive_time."""
+    make_bundle(tmp_path / "b", warmup=1, sample_period_s=60.0)
+    model = edge_gru.load(tmp_path / "b", backend="numpy")
+    ts = np.array([1000.0, 1060.0, 500.0])  # the last is a receive time older than the stream's own
+    stamped = np.array([True, True, False])
+    values = np.array([1.0, 2.0, 3.0])
+    plain = model.pool(4).update_received(["a", "a", "a"], values, ts, stamped)
+    assert plain.status.tolist() == [Status.FORECAST] * 3  # no ts rules for the unstamped reading
+    assert plain.forecast_ts.tolist() == [1060.0, 1120.0, 560.0]  # receive time + the bundle's period
+    by_receive = model.pool(4, use_receive_time=True).update_received(["a", "a", "a"], values, ts, stamped)
+    assert by_receive.status.tolist() == [Status.FORECAST, Status.FORECAST, Status.OUT_OF_ORDER]
+    ref = model.pool(4).update_detailed(["a", "a"], values[:2], ts[:2])
+    np.testing.assert_array_equal(by_receive.forecasts[:2], ref.forecasts)
+
+
+def test_rebind_keeps_the_states_for_the_same_bundle_only(tmp_path: Path) -> None:
+    make_bundle(tmp_path / "b", warmup=1)
+    make_bundle(tmp_path / "c", warmup=1, seed=5)
+    numpy_model = edge_gru.load(tmp_path / "b", backend="numpy")
+    pool = numpy_model.pool(4)
+    feed(pool, "a", np.arange(5.0))
+    ref = numpy_model.pool(4)
+    feed(ref, "a", np.arange(5.0))
+    pool.rebind(edge_gru.load(tmp_path / "b", backend="numba"))
+    assert pool.model.backend_name == "numba"  # type: ignore[attr-defined]
+    np.testing.assert_allclose(pool.update(["a"], [5.0]), ref.update(["a"], [5.0]), atol=1e-5)
+    other = edge_gru.load(tmp_path / "c", backend="numpy")
+    assert not pool.compatible(other)
+    with pytest.raises(ValueError, match="new pool"):
+        pool.rebind(other)
+
+
 def test_out_of_order_and_duplicate_timestamps_are_dropped(tmp_path: Path, backend: str) -> None:
     make_bundle(tmp_path / "b", warmup=1, sample_period_s=10.0)
     pool = edge_gru.load(tmp_path / "b", backend=backend).pool(4)

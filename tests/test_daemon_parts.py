@@ -242,3 +242,29 @@ def test_an_idle_daemon_does_not_rewrite_its_checkpoint(tmp_path: Path, model: e
     service.worker.process_available()
     assert service.checkpoint() and service.checkpointer.saves == 2
     assert service.checkpoint(force=True) and service.checkpointer.saves == 3
+
+
+def test_discovery_of_an_id_mqtt_cannot_carry_is_one_log_line(
+    model: edge_gru.Model, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 65,500-byte id (allowed by a raised max_id_bytes) gets no config message and no traceback."""
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text('[mqtt]\nclient_id = "pi"\n[homeassistant]\nenabled = true\n[streams]\nmax_id_bytes = 65535\n')
+    cfg = load_config(cfg_path, environ={})
+    pub = Collector()
+    worker = Worker(
+        model=model,
+        publisher=pub,
+        settings=StreamsConfig(input=("s/{stream}",), max_id_bytes=65_535),
+        on_first_forecast=Discovery(cfg, pub).announce,
+    )
+    huge = "h" * 65_500
+    with caplog.at_level("WARNING"):
+        for t in range(model.manifest.warmup + 1):
+            worker.submit(f"s/{huge}", json.dumps({"value": 20 + t % 3, "ts": t}).encode())
+        while worker.process_available():
+            pass
+    assert worker.stats.published == 2
+    assert not [t for t, _ in pub.messages if t.startswith("homeassistant/")]
+    assert [r.getMessage() for r in caplog.records] == ["discovery_skipped"]
+    assert all(r.exc_info is None for r in caplog.records)

@@ -7,14 +7,18 @@ restarts; availability follows the daemon's status topic.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 
 from edge_gru.daemon.config import Config
+from edge_gru.daemon.logs import event
 from edge_gru.daemon.payload import output_topic
 from edge_gru.daemon.worker import Publisher
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+MAX_TOPIC_BYTES = 65_535  # MQTT's limit on a topic name
+log = logging.getLogger(__name__)
 
 
 def object_id(text: str) -> str:
@@ -64,5 +68,12 @@ class Discovery:
         return doc
 
     def announce(self, stream: str) -> None:
+        """Publish the stream's config; one it cannot carry is one log line, never a traceback."""
+        topic = self.config_topic(stream)
+        if len(topic.encode()) > MAX_TOPIC_BYTES:
+            event(
+                log, logging.WARNING, "discovery_skipped", stream=stream[:64], detail="config topic too long for MQTT"
+            )
+            return
         payload = json.dumps(self.config_payload(stream), separators=(",", ":")).encode()
-        self.publisher.publish(self.config_topic(stream), payload, qos=1, retain=True)
+        self.publisher.publish(topic, payload, qos=1, retain=True)

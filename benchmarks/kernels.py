@@ -20,7 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge_gru import aot, benchmarking, reference
+from edge_gru import aot, reference
+from edge_gru.bench import timing
 from edge_gru.bundle import GRUWeights
 from edge_gru.kernel_layout import STATE_PER_UNIT, TILE, tile_scratch_size
 
@@ -43,7 +44,7 @@ def numba_rows(name: str, k: object, w: GRUWeights, tile: int) -> dict[str, obje
     p, u, i = w.packed(), w.units, w.input_features
     state = np.zeros(STATE_PER_UNIT * u, np.float32)
     x1 = np.ones(i, np.float32)
-    row: dict[str, object] = {"name": name, "single_ns": benchmarking.best_ns(partial(k.gru_step, p, x1, state, True))}  # type: ignore[attr-defined]
+    row: dict[str, object] = {"name": name, "single_ns": timing.best_ns(partial(k.gru_step, p, x1, state, True))}  # type: ignore[attr-defined]
     scratch = np.zeros(tile_scratch_size(u, i, tile), np.float32)
     for s in SIZES:
         x = np.ones((s, i), np.float32)
@@ -51,7 +52,7 @@ def numba_rows(name: str, k: object, w: GRUWeights, tile: int) -> dict[str, obje
         rows = np.arange(s, dtype=np.int64)
         y = np.zeros(s, np.float32)
         fn = partial(k.gru_step_batch, p, x, h, rows, scratch, y, True)  # type: ignore[attr-defined]
-        row[f"S={s}"] = s / benchmarking.best_ns(fn, repeats=15) * 1e9
+        row[f"S={s}"] = s / timing.best_ns(fn, repeats=15) * 1e9
     return row
 
 
@@ -59,11 +60,11 @@ def numpy_row(w: GRUWeights) -> dict[str, object]:
     x1, h1 = np.ones((1, w.input_features), np.float32), np.zeros((1, w.units), np.float32)
     row: dict[str, object] = {
         "name": "numpy reference",
-        "single_ns": benchmarking.best_ns(partial(reference.gru_step, w, x1, h1)),
+        "single_ns": timing.best_ns(partial(reference.gru_step, w, x1, h1)),
     }
     for s in SIZES:
         x, h = np.ones((s, w.input_features), np.float32), np.zeros((s, w.units), np.float32)
-        row[f"S={s}"] = s / benchmarking.best_ns(partial(reference.gru_step, w, x, h), repeats=15) * 1e9
+        row[f"S={s}"] = s / timing.best_ns(partial(reference.gru_step, w, x, h), repeats=15) * 1e9
     return row
 
 
@@ -86,7 +87,7 @@ def keras_row(w: GRUWeights) -> dict[str, object]:
     def timed(batch: int) -> float:
         m = model(batch)
         x = np.ones((batch, 1, w.input_features), np.float32)
-        return benchmarking.best_ns(partial(m, x, training=False), burst_s=0.02, repeats=5)
+        return timing.best_ns(partial(m, x, training=False), burst_s=0.02, repeats=5)
 
     row: dict[str, object] = {"name": f"keras {keras.__version__} (eager call)", "single_ns": timed(1)}
     for s in SIZES:
@@ -103,7 +104,7 @@ def main() -> None:
     parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    benchmarking.set_clock(args.clock)
+    timing.set_clock(args.clock)
     w = weights(args.units, args.features)
     from edge_gru import kernels
 
@@ -121,7 +122,7 @@ def main() -> None:
             rows.append(keras_row(w))
         except ImportError as exc:
             rows.append({"name": f"keras: not installed ({exc})"})
-    machine = benchmarking.machine_info()
+    machine = timing.machine_info()
     if args.json:
         print(json.dumps({"units": args.units, "features": args.features, "machine": machine, "rows": rows}, indent=2))
         return

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edge_gru import benchmarking
+from edge_gru import bench as benchmarking
 from edge_gru.cli import main
 from tests.bundles import make_bundle
 
@@ -28,7 +28,7 @@ def test_bench_json_reports_every_backend_and_the_machine(
     empty.mkdir()
     monkeypatch.setenv("EDGE_GRU_KERNEL_DIR", str(empty))
     args = ["bench", "--json", "--model", str(small_bundle)]
-    args += ["--backend", "numpy", "--backend", "numba-aot", "--backend", "litert"]
+    args += ["--backend", "numpy", "--backend", "numba-aot", "--backend", "tflite"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
@@ -36,7 +36,7 @@ def test_bench_json_reports_every_backend_and_the_machine(
     assert machine["cores"] >= 1 and machine["python"] and machine["versions"]["numpy"]
     assert report["bundle"]["units"] == 8
     rows = {r["backend"]: r for r in report["results"]}
-    assert list(rows) == ["numpy", "numba-aot", "litert"]
+    assert list(rows) == ["numpy", "numba-aot", "tflite"]
 
     numpy_row = rows["numpy"]
     assert numpy_row["available"]
@@ -49,18 +49,32 @@ def test_bench_json_reports_every_backend_and_the_machine(
     assert numpy_row["rss_serving_mib"] >= numpy_row["rss_after_load_mib"] * 0.9
 
     assert not rows["numba-aot"]["available"] and "build-kernels" in rows["numba-aot"]["note"]
-    assert not rows["litert"]["available"]
-    assert "step_f32.tflite" in rows["litert"]["note"] or "not installed" in rows["litert"]["note"]
+    assert not rows["tflite"]["available"]
+    assert "step_f32.tflite" in rows["tflite"]["note"] or "not installed" in rows["tflite"]["note"]
 
 
 def test_bench_table_names_unavailable_backends(small_bundle: Path) -> None:
-    report = benchmarking.run(small_bundle, ["numpy", "litert-int8"], processes=False)
+    report = benchmarking.run(small_bundle, ["numpy", "tflite-int8"], processes=False)
     table = benchmarking.format_table(report)
     lines = table.splitlines()
     assert lines[0].split()[:3] == ["backend", "step", "ns"]
     assert any(line.startswith("numpy") for line in lines)
-    assert any(line.startswith("litert-int8") and "unavailable" in line for line in lines)
+    assert any(line.startswith("tflite-int8") and "unavailable" in line for line in lines)
     assert "machine:" in table and "clock: cpu" in table
+    # the legend explains every column of the header
+    legend = table[table.index("columns:") :]
+    for column in ("step ns", "pool ns", "S=N M/s", "pool S=N M/s", "import ms", "1st cold ms", "1st warm ms"):
+        assert f"\n  {column} " in legend, column
+    assert "RSS load MiB" in legend and "RSS N str MiB" in legend
+    assert "columns:" not in benchmarking.format_table(report, legend=False)
+
+
+def test_bench_rows_come_from_the_backend_registry() -> None:
+    from edge_gru.backends import BACKENDS
+
+    served = {name for name, _ in benchmarking.ROWS.values()}
+    assert served == {*BACKENDS, "keras"}
+    assert [r for r, (name, _) in benchmarking.ROWS.items() if name == "numba"] == ["numba-jit", "numba-aot"]
 
 
 def test_best_ns_measures_the_call() -> None:

@@ -92,3 +92,10 @@ class NumbaBackend(Backend):
         """
         state = np.zeros(STATE_PER_UNIT * self.units, dtype=np.float32)
         return self._kernels.gru_step, self.packed, state, self.reset_after
+
+    def batch_kernel(self) -> tuple[Any, np.ndarray, np.ndarray, bool]:
+        """The raw batched step, its packed weights, its tile scratch and the flag (for benchmarks).
+
+        ``kernel(packed, x, h, rows, scratch, y, reset_after)`` advances ``h[rows]`` in place into ``y``.
+        """
+        return self._kernels.gru_step_batch, self.packed, self._scratch, self.reset_after

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from edge_gru.bench.measure import ROWS
+
 DEFAULT_MODEL = "models/default"
 
 
@@ -24,10 +26,11 @@ DEFAULT_MODEL = "models/default"
     "--backend",
     "backends",
     multiple=True,
-    type=click.Choice(["numba-jit", "numba-aot", "numpy", "litert", "litert-int8", "keras"]),
+    type=click.Choice(list(ROWS)),
     help="Only these backends (repeatable; default: all installed).",
 )
 @click.option("--no-processes", is_flag=True, help="Skip the fresh-process figures (import, first step, RSS).")
+@click.option("--no-legend", is_flag=True, help="Print the table without the legend of its columns.")
 @click.option("--no-cold", is_flag=True, help="Skip the cold-cache JIT compile (it takes seconds to minutes).")
 @click.option(
     "--clock",
@@ -37,14 +40,20 @@ DEFAULT_MODEL = "models/default"
     help="cpu: this process's CPU time (robust on a busy machine); wall: elapsed time.",
 )
 def bench(
-    as_json: bool, model_dir: str, backends: tuple[str, ...], no_processes: bool, no_cold: bool, clock: str
+    as_json: bool,
+    model_dir: str,
+    backends: tuple[str, ...],
+    no_processes: bool,
+    no_legend: bool,
+    no_cold: bool,
+    clock: str,
 ) -> None:
     """Benchmark every installed backend on the same bundle: per-step time, throughput, start-up, memory.
 
     Single steps are ns per call including the Python call; batched figures are stream-steps
     per second (millions). Timings are the best of several bursts.
     """
-    from edge_gru import benchmarking
+    from edge_gru import bench as benchmarking
     from edge_gru.errors import EdgeGruError
 
     def progress(name: str) -> None:
@@ -65,4 +74,4 @@ def bench(
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
-        click.echo(benchmarking.format_table(report))
+        click.echo(benchmarking.format_table(report, legend=not no_legend))

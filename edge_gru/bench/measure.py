@@ -1,7 +1,7 @@
 """Side-by-side measurements of every installed backend on one bundle (``edge-gru bench``).
 
-What is measured, per backend (numba JIT, numba ahead-of-time, numpy, LiteRT float,
-LiteRT int8, Keras):
+The rows are the backend registry's names (numba once per kernel kind: ``numba-jit``,
+``numba-aot``) and the Keras reference. What is measured, per row:
 
 * ``single_ns``: one step of one stream through the raw kernel, Python call included
   (LiteRT: ``set_tensor`` x2 + ``invoke`` + ``get_tensor`` x2 on a batch-1 interpreter);
@@ -21,30 +21,41 @@ time other processes hold the core), so a busy shared machine does not inflate t
 
 from __future__ import annotations
 
-import gc
-import importlib.util
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edge_gru.backends import BACKENDS, KERAS_REFERENCE, Backend, create_backend
+from edge_gru.bench.timing import best_ns, machine_info, set_clock
 from edge_gru.bundle import STEP_F32, STEP_INT8, Bundle, load_bundle
+from edge_gru.errors import BackendUnavailableError
 
 BATCH_SIZES = (1, 64, 1024, 10_000)
 POOL_BATCH = 1024
 SERVE_STREAMS = 100
-BACKENDS = ("numba-jit", "numba-aot", "numpy", "litert", "litert-int8", "keras")
+PROBE = Path(__file__).with_name("probe.py")
+
+
+def _rows() -> dict[str, tuple[str, str | None]]:
+    """Bench row -> (registry backend or the Keras reference, kernel kind or None)."""
+    rows: dict[str, tuple[str, str | None]] = {}
+    for name, entry in BACKENDS.items():
+        for variant in entry.variants or (None,):
+            rows[f"{name}-{variant}" if variant else name] = (name, variant)
+    rows[KERAS_REFERENCE] = (KERAS_REFERENCE, None)
+    return rows
+
+
+ROWS = _rows()
 
 
 @dataclass
@@ -65,78 +76,6 @@ class BackendResult:
     rss_serving_mib: float | None = None
 
 
-CLOCKS: dict[str, Callable[[], float]] = {"cpu": time.process_time, "wall": time.perf_counter}
-_clock: list[Callable[[], float]] = [time.process_time]
-
-
-def set_clock(name: str) -> None:
-    """``cpu`` (default: this process's CPU time) or ``wall`` (elapsed time)."""
-    _clock[0] = CLOCKS[name]
-
-
-def best_ns(fn: Callable[[], object], *, burst_s: float = 0.004, repeats: int = 25, max_total_s: float = 3.0) -> float:
-    """Nanoseconds per call: the fastest of ``repeats`` bursts of about ``burst_s`` (wall clock) each."""
-    clock = _clock[0]
-    fn()
-    n = 1
-    while True:  # calls per burst, sized on the wall clock (a sleeping call costs no CPU time)
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        dt = time.perf_counter() - t0
-        if dt >= burst_s or n >= 1 << 22:
-            break
-        n = max(n * 2, int(n * burst_s / max(dt, 1e-9)))
-    best = float("inf")
-    deadline = time.perf_counter() + max_total_s
-    gc_was = gc.isenabled()
-    gc.disable()
-    try:
-        for _ in range(repeats):
-            t0 = clock()
-            for _ in range(n):
-                fn()
-            best = min(best, (clock() - t0) / n)
-            if time.perf_counter() > deadline:
-                break
-    finally:
-        if gc_was:
-            gc.enable()
-    return best * 1e9
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU model, cores, load and the versions that decide the figures."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware", "cpu model")):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions: dict[str, str | None] = {}
-    for package in ("numpy", "numba", "llvmlite", "ai-edge-litert", "tensorflow", "keras"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    try:
-        load = list(os.getloadavg())
-    except OSError:
-        load = None
-    return {
-        "cpu": cpu,
-        "machine": platform.machine(),
-        "cores": os.cpu_count(),
-        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "load_average": load,
-        "python": platform.python_version(),
-        "os": platform.platform(),
-        "versions": versions,
-    }
-
-
 # -- in-process timings ---------------------------------------------------------------------------
 
 
@@ -148,7 +87,7 @@ def _inputs(bundle: Bundle, s: int, seed: int = 0) -> tuple[np.ndarray, np.ndarr
     return x, h
 
 
-def _pool_timings(bundle_path: Path, backend: Any, result: BackendResult) -> None:
+def _pool_timings(bundle_path: Path, backend: Backend, result: BackendResult) -> None:
     from edge_gru.model import Model
 
     model = Model(load_bundle(bundle_path), backend)
@@ -173,15 +112,13 @@ def _pool_timings(bundle_path: Path, backend: Any, result: BackendResult) -> Non
 
 def _numba_timings(bundle: Bundle, kind: str, result: BackendResult) -> None:
     from edge_gru.backends.numba_backend import NumbaBackend
-    from edge_gru.kernel_layout import tile_scratch_size
 
     backend = NumbaBackend(bundle, kernels=kind)
     result.note = f"kernels: {backend.kernel_kind}"
     kernel, packed, state, reset_after = backend.single_stream()
     x1 = np.ones(bundle.manifest.input_features, np.float32)
     result.single_ns = best_ns(lambda: kernel(packed, x1, state, reset_after))
-    batch = backend._kernels.gru_step_batch
-    scratch = np.zeros(tile_scratch_size(backend.units, backend.features), np.float32)
+    batch, packed, scratch, reset_after = backend.batch_kernel()
     for s in BATCH_SIZES:
         x, h = _inputs(bundle, s)
         rows = np.arange(s, dtype=np.int64)
@@ -232,18 +169,17 @@ def _litert_interpreter(path: Path, batch: int, features: int, units: int) -> tu
     return it, step
 
 
-def _litert_timings(bundle: Bundle, int8: bool, result: BackendResult) -> None:
-    from edge_gru.backends import create_backend
-
+def _litert_timings(bundle: Bundle, name: str, result: BackendResult) -> None:
+    int8 = name == "tflite-int8"
     filename = STEP_INT8 if int8 else STEP_F32
     path = bundle.file(filename)
     if path is None:
         result.available = False
         result.note = f"the bundle has no {filename}"
         return
-    if importlib.util.find_spec("ai_edge_litert") is None:
+    if not BACKENDS[name].installed():
         result.available = False
-        result.note = "ai-edge-litert is not installed"
+        result.note = f"{BACKENDS[name].runtime} is not installed"
         return
     m = bundle.manifest
     _, step = _litert_interpreter(path, 1, m.input_features, m.units)
@@ -251,12 +187,13 @@ def _litert_timings(bundle: Bundle, int8: bool, result: BackendResult) -> None:
     for s in BATCH_SIZES:
         _, step = _litert_interpreter(path, s, m.input_features, m.units)
         result.batched[s] = s / best_ns(step, repeats=15) * 1e9
-    backend = create_backend("tflite-int8" if int8 else "tflite", bundle)
+    backend = create_backend(name, bundle)
     result.note = f"{filename}, {getattr(backend, 'runtime', '')}"
     _pool_timings(bundle.path, backend, result)
 
 
-def _keras_model(bundle: Bundle, batch: int) -> Any:
+def keras_model(bundle: Bundle, batch: int) -> Any:
+    """Keras 3 stateful GRU + Dense(1) with the bundle's weights (the probe builds it too)."""
     import keras
 
     m, w = bundle.manifest, bundle.weights
@@ -275,11 +212,11 @@ def _keras_model(bundle: Bundle, batch: int) -> Any:
 def _keras_timings(bundle: Bundle, result: BackendResult) -> None:
     """Keras 3 stateful GRU + Dense(1), one call per step (eager ``model(x)``)."""
     m = bundle.manifest
-    model = _keras_model(bundle, 1)
+    model = keras_model(bundle, 1)
     x1 = np.zeros((1, 1, m.input_features), np.float32)
     result.single_ns = best_ns(lambda: model(x1, training=False), burst_s=0.02, repeats=5, max_total_s=5)
     for s in BATCH_SIZES:
-        model = _keras_model(bundle, s)
+        model = keras_model(bundle, s)
         x = np.zeros((s, 1, m.input_features), np.float32)
         ns = best_ns(partial(model, x, training=False), burst_s=0.02, repeats=5, max_total_s=5)
         result.batched[s] = s / ns * 1e9
@@ -288,31 +225,26 @@ def _keras_timings(bundle: Bundle, result: BackendResult) -> None:
     result.note = f"keras {keras.__version__} ({keras.backend.backend()}), eager model(x) per step"
 
 
-def measure_in_process(backend: str, bundle_path: Path) -> BackendResult:
-    """Timings of one backend in this process (throughput and per-call figures)."""
+def measure_in_process(row: str, bundle_path: Path) -> BackendResult:
+    """Timings of one row in this process (throughput and per-call figures)."""
+    if row not in ROWS:
+        raise ValueError(f"unknown bench row {row!r}; choose one of {', '.join(ROWS)}")
+    name, variant = ROWS[row]
     bundle = load_bundle(bundle_path)
-    result = BackendResult(backend, available=True)
+    result = BackendResult(row, available=True)
     try:
-        if backend == "numba-jit":
-            _numba_timings(bundle, "jit", result)
-        elif backend == "numba-aot":
-            _numba_timings(bundle, "aot", result)
-        elif backend == "numpy":
+        if name == "numba":
+            _numba_timings(bundle, variant or "jit", result)
+        elif name == "numpy":
             _numpy_timings(bundle, result)
-        elif backend in ("litert", "litert-int8"):
-            _litert_timings(bundle, backend == "litert-int8", result)
-        elif backend == "keras":
-            _keras_timings(bundle, result)
+        elif name in ("tflite", "tflite-int8"):
+            _litert_timings(bundle, name, result)
         else:
-            raise ValueError(f"unknown backend {backend!r}")
+            _keras_timings(bundle, result)
     except ImportError as exc:
         result.available = False
         result.note = f"not installed ({exc})"
-    except Exception as exc:  # a backend that cannot run is reported, not fatal for the others
-        from edge_gru.errors import BackendUnavailableError
-
-        if not isinstance(exc, BackendUnavailableError):
-            raise
+    except BackendUnavailableError as exc:  # a backend that cannot run is reported, not fatal for the others
         result.available = False
         result.note = str(exc).split(";")[0]
     return result
@@ -320,71 +252,20 @@ def measure_in_process(backend: str, bundle_path: Path) -> BackendResult:
 
 # -- fresh-process figures ------------------------------------------------------------------------
 
-_PROBE = r"""
-import json, os, sys, time
-t0 = time.perf_counter()
-backend, bundle_path, streams = sys.argv[1], sys.argv[2], int(sys.argv[3])
-def rss():
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return None
-out = {}
-i0 = time.perf_counter()
-if backend == "numba-jit":
-    from edge_gru import kernels  # noqa: F401  (imports numba)
-elif backend == "numba-aot":
-    from edge_gru import aot
-    if aot.load_kernels() is None:
-        raise SystemExit("no compiled kernels")
-elif backend in ("litert", "litert-int8"):
-    from ai_edge_litert.interpreter import Interpreter  # noqa: F401
-elif backend == "keras":
-    import keras  # noqa: F401
-else:
-    import numpy  # noqa: F401
-out["import_ms"] = (time.perf_counter() - i0) * 1e3
-import numpy as np
-import edge_gru
-s0 = time.perf_counter()
-names = {"numba-jit": "numba", "numba-aot": "numba", "litert": "tflite", "litert-int8": "tflite-int8"}
-name = names.get(backend, backend)
-if backend == "keras":
-    from edge_gru.benchmarking import _keras_model
-    from edge_gru.bundle import load_bundle
-    b = load_bundle(bundle_path)
-    model = _keras_model(b, 1)
-    model(np.zeros((1, 1, b.manifest.input_features), np.float32))
-    out["first_step_ms"] = (time.perf_counter() - s0) * 1e3
-    out["rss_after_load_mib"] = rss()
-else:
-    model = edge_gru.load(bundle_path, backend=name)
-    pool = model.pool(max(streams, 1))
-    pool.update(["first"], [1.0], [1e9])
-    out["first_step_ms"] = (time.perf_counter() - s0) * 1e3
-    out["rss_after_load_mib"] = rss()
-    ids = [f"s{i}" for i in range(streams)]
-    for t in range(100):
-        pool.update(ids, 20 + np.sin(np.arange(streams) + t), np.full(streams, 1e9 + 60.0 * (t + 1)))
-    out["rss_serving_mib"] = rss()
-    out["kernel_kind"] = getattr(model.backend, "kernel_kind", None)
-heavy = ("numba", "llvmlite", "tensorflow")
-out["heavy_modules"] = sorted({m.split(".")[0] for m in sys.modules if m.split(".")[0] in heavy})
-print("PROBE" + json.dumps(out))
-"""
 
-
-def probe_process(backend: str, bundle_path: Path, *, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Import, load and first step of ``backend`` in a fresh interpreter; its figures as a dict."""
+def probe_process(row: str, bundle_path: Path, *, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Import, load and first step of ``row`` in a fresh interpreter (:mod:`edge_gru.bench.probe`)."""
+    name, variant = ROWS[row]
+    runtime = BACKENDS[name].runtime if name in BACKENDS else "keras"
     full_env = {**os.environ, **(env or {})}
     full_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if backend == "numba-jit":
-        full_env["EDGE_GRU_KERNELS"] = "jit"
-    elif backend == "numba-aot":
-        full_env["EDGE_GRU_KERNELS"] = "aot"
+    if variant:
+        full_env["EDGE_GRU_KERNELS"] = variant
+    # run as a file, so nothing of edge-gru (or numpy) is imported before the runtime's import is timed
+    code = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    args = [row, name, variant or "-", runtime or "-", str(bundle_path), str(SERVE_STREAMS)]
     proc = subprocess.run(
-        [sys.executable, "-c", _PROBE, backend, str(bundle_path), str(SERVE_STREAMS)],
+        [sys.executable, "-c", code, str(PROBE), *args],
         env=full_env,
         capture_output=True,
         text=True,
@@ -393,14 +274,14 @@ def probe_process(backend: str, bundle_path: Path, *, env: dict[str, str] | None
     for line in proc.stdout.splitlines():
         if line.startswith("PROBE"):
             return dict(json.loads(line[5:]))
-    raise RuntimeError(f"{backend}: probe failed: {(proc.stderr or proc.stdout).strip()[-400:]}")
+    raise RuntimeError(f"{row}: probe failed: {(proc.stderr or proc.stdout).strip()[-400:]}")
 
 
 def measure_processes(backend: str, bundle_path: Path, result: BackendResult, *, cold: bool = True) -> None:
     """Fill import time, first-step times (cold and warm cache) and RSS from fresh subprocesses."""
     env: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="edge-gru-bench-") as fresh:
-        if backend == "numba-jit" and cold:
+        if backend == "numba-jit" and cold:  # the JIT row: compile into an empty cache first
             env = {"NUMBA_CACHE_DIR": fresh}
             result.first_step_cold_ms = probe_process(backend, bundle_path, env=env)["first_step_ms"]
         warm = probe_process(backend, bundle_path, env=env)  # cache filled by the cold run (or already warm)
@@ -417,19 +298,21 @@ def measure_processes(backend: str, bundle_path: Path, result: BackendResult, *,
 
 
 def available_backends() -> list[str]:
-    """The backends this installation can run (the bundle may still lack LiteRT files)."""
-    out = []
-    if importlib.util.find_spec("numba") is not None:
-        out.append("numba-jit")
+    """The rows this installation can run (the bundle may still lack LiteRT files)."""
+    import importlib.util
+
     from edge_gru import aot
 
-    if aot.load_kernels() is not None:
-        out.append("numba-aot")
-    out.append("numpy")
-    if importlib.util.find_spec("ai_edge_litert") is not None:
-        out += ["litert", "litert-int8"]
-    if importlib.util.find_spec("keras") is not None and importlib.util.find_spec("tensorflow") is not None:
-        out.append("keras")
+    out = []
+    for row, (name, variant) in ROWS.items():
+        if name == KERAS_REFERENCE:
+            if importlib.util.find_spec("keras") is not None and importlib.util.find_spec("tensorflow") is not None:
+                out.append(row)
+        elif variant == "aot":
+            if aot.load_kernels() is not None:
+                out.append(row)
+        elif BACKENDS[name].installed():
+            out.append(row)
     return out
 
 
@@ -445,7 +328,7 @@ def run(
     """The whole benchmark: machine, bundle and one row per backend, as a JSON-ready dict."""
     set_clock(clock)
     bundle = load_bundle(bundle_path)
-    wanted = backends or list(BACKENDS)
+    wanted = backends or list(ROWS)
     installed = available_backends()
     rows = []
     for name in wanted:
@@ -478,70 +361,3 @@ def run(
         "serve_streams": SERVE_STREAMS,
         "results": [asdict(r) for r in rows],
     }
-
-
-def format_table(report: dict[str, Any]) -> str:
-    """The report as aligned text for people."""
-
-    def num(value: float | None, unit: str = "", scale: float = 1.0, digits: int = 0) -> str:
-        if value is None:
-            return "-"
-        return f"{value / scale:,.{digits}f}{unit}"
-
-    head = [
-        "backend",
-        "step ns",
-        "pool ns",
-        *[f"S={s:,} M/s" for s in report["batch_sizes"]],
-        f"pool S={POOL_BATCH} M/s",
-        "import ms",
-        "1st cold ms",
-        "1st warm ms",
-        "RSS load MiB",
-        f"RSS {report['serve_streams']} str MiB",
-    ]
-    lines = []
-    for r in report["results"]:
-        if not r["available"]:
-            lines.append([r["backend"], f"(unavailable: {r['note']})"])
-            continue
-        batched = {int(k): v for k, v in r["batched"].items()}
-        lines.append(
-            [
-                r["backend"],
-                num(r["single_ns"]),
-                num(r["pool_single_ns"]),
-                *[num(batched.get(s), scale=1e6, digits=2) for s in report["batch_sizes"]],
-                num(r["pool_batched"], scale=1e6, digits=2),
-                num(r["import_ms"], digits=0),
-                num(r["first_step_cold_ms"], digits=0),
-                num(r["first_step_warm_ms"], digits=0),
-                num(r["rss_after_load_mib"], digits=1),
-                num(r["rss_serving_mib"], digits=1),
-            ]
-        )
-    widths = [max(len(head[i]), *(len(row[i]) for row in lines if len(row) == len(head))) for i in range(len(head))]
-    out = ["  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(head, widths, strict=True)))]
-    for row in lines:
-        if len(row) != len(head):
-            out.append(f"{row[0].ljust(widths[0])}  {row[1]}")
-        else:
-            out.append(
-                "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
-            )
-    mach = report["machine"]
-    v = mach["versions"]
-    out.append("")
-    out.append(
-        f"machine: {mach['cpu']} ({mach['machine']}), {mach['cores_usable']}/{mach['cores']} cores, "
-        f"load {', '.join(f'{x:.1f}' for x in mach['load_average'] or [])}; python {mach['python']}, "
-        f"numpy {v['numpy']}, numba {v['numba']}, ai-edge-litert {v['ai-edge-litert']}"
-    )
-    b = report["bundle"]
-    out.append(f"bundle: {b['path']} ({b['id']}), GRU({b['units']}) on {b['input_features']} input(s)")
-    out.append(f"clock: {report['clock']} (best of several bursts); M/s = million stream-steps per second")
-    notes = [f"  {r['backend']}: {r['note']}" for r in report["results"] if r["available"] and r["note"]]
-    if notes:
-        out.append("notes:")
-        out += notes
-    return "\n".join(out)

@@ -14,13 +14,23 @@ import pytest
 
 import edge_gru
 from edge_gru import reference
+from edge_gru.backends import BACKENDS as REGISTRY
 from edge_gru.bundle import load_bundle
 from edge_gru.normalization import StreamNormalizer
 from tests.trained_models import learnable_series, trained
 
-BACKENDS = ["numba", "numpy", "tflite", "tflite-int8"]
+BACKENDS = list(REGISTRY)  # every registered backend runs this suite
 # absolute tolerance on forecasts in raw units (the series has std ~2.3)
 TOLERANCE = {"numba": 1e-5, "numpy": 1e-9, "tflite": 1e-4, "tflite-int8": 0.25}
+
+
+def test_every_registered_backend_has_a_tolerance_and_an_honest_error_for_unknown_names() -> None:
+    from edge_gru.backends import BACKEND_CHOICES, create_backend
+    from edge_gru.errors import BackendUnavailableError
+
+    assert set(TOLERANCE) == set(REGISTRY) and ("auto", *REGISTRY) == BACKEND_CHOICES
+    with pytest.raises(BackendUnavailableError, match="choose one of numba, numpy, tflite, tflite-int8"):
+        create_backend("tensorflow", None)  # type: ignore[arg-type]
 
 
 def _reference_forecasts(path: Path, values: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from edge_gru.backends import BACKEND_CHOICES
 from edge_gru.daemon import config as config_module
 from edge_gru.daemon.config import ENV_PREFIX, load_config
 from edge_gru.errors import ConfigError
@@ -82,7 +83,7 @@ anything = st.recursive(
 )
 GOOD: dict[str, list[Any]] = {
     "protocol": ["5", "3.1.1"],
-    "backend": ["auto", "numba", "numpy", "tflite", "tflite-int8"],
+    "backend": list(BACKEND_CHOICES),
     "queue_policy": ["drop_oldest", "drop_newest"],
     "level": ["debug", "info", "warning", "error"],
     "format": ["logfmt", "json"],

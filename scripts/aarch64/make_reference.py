@@ -38,7 +38,6 @@ CASES = [
     ("c4", 1, 50, True),
 ]
 STREAMS, STEPS = 70, 25  # 70: one full tile of 64 streams and a partial one
-BACKENDS = ("numpy", "numba", "tflite", "tflite-int8")
 
 
 def keras_cases(out: dict[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -121,6 +120,7 @@ def readings() -> tuple[list[str], np.ndarray, np.ndarray]:
 
 def default_forecasts(out: dict[str, np.ndarray], bundle: str) -> dict[str, Any]:
     import edge_gru
+    from edge_gru.backends import BACKENDS
     from edge_gru.errors import BackendUnavailableError
 
     ids, values, ts = readings()

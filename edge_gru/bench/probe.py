@@ -26,6 +26,8 @@ def main(argv: list[str]) -> None:
 
         if aot.load_kernels() is None:
             raise SystemExit("no compiled kernels")
+    elif variant == "jit":
+        importlib.import_module("edge_gru.kernels")  # numba and the kernels' definitions, as the backend does
     else:
         importlib.import_module("numpy" if runtime == "-" else runtime)
     out["import_ms"] = (time.perf_counter() - i0) * 1e3

@@ -12,7 +12,7 @@ columns:
   pool ns          one pool.update of one stream: normalization, per-stream rules, step, denormalization
   S=N M/s          million stream-steps per second through the raw batched step with N streams per call
   pool S=N M/s     million stream-steps per second through pool.update with N streams per call
-  import ms        importing the row's runtime (numba, ai_edge_litert, keras; numpy for numpy) in a fresh process
+  import ms        importing the row's runtime in a fresh process (the numba kernels, ai_edge_litert, keras, numpy)
   1st cold ms      load the bundle and serve the first reading in a fresh process with an empty kernel cache
                    (the JIT compile; equal to 1st warm where nothing is compiled)
   1st warm ms      the same with the kernel cache already filled (what a daemon restart costs)

@@ -158,7 +158,7 @@ class InProcessTransport:
             value=value,
             received=worker.stats.received,
             published=worker.stats.published,
-            dropped=dict(worker.stats.dropped),
+            dropped={str(k): v for k, v in worker.stats.dropped.items()},
             gap_resets=worker.pool.gap_resets,
             latency_ms=worker.stats.latency_quantiles(),
             latency_kind="receive -> publish inside the worker",

@@ -1,7 +1,8 @@
 """Counters and latency quantiles of the daemon, cheap enough to update per reading.
 
 Accounting invariant: every submitted reading ends as exactly one of ``published`` or one
-drop reason, or is still queued (``received == published + sum(dropped) + queued``).
+drop reason (a :class:`~edge_gru.daemon.payload.DropReason`), or is still queued
+(``received == published + sum(dropped) + queued``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_gru.daemon.payload import DropReason
 from edge_gru.procstat import rss_bytes
 
 LATENCY_SAMPLES = 8192
@@ -26,7 +28,7 @@ class Stats:
         self.started = clock()
         self.received = 0
         self.published = 0
-        self.dropped: Counter[str] = Counter()
+        self.dropped: Counter[DropReason] = Counter()  # keyed by the enum, serialised as its words
         self.batches = 0
         self.reconnects = 0
         self._lat = np.zeros(LATENCY_SAMPLES)
@@ -35,7 +37,7 @@ class Stats:
         self._last_snapshot = (self.started, 0, 0)
         self.extra: dict[str, Any] = {}
 
-    def drop(self, reason: str, n: int = 1) -> None:
+    def drop(self, reason: DropReason, n: int = 1) -> None:
         self.dropped[reason] += n
 
     def record_latency(self, seconds: np.ndarray) -> None:
@@ -78,7 +80,7 @@ class Stats:
             "uptime_s": round(now - self.started, 3),
             "received": self.received,
             "published": self.published,
-            "dropped": dict(sorted(self.dropped.items())),
+            "dropped": {str(k): v for k, v in sorted(self.dropped.items())},
             "dropped_total": sum(self.dropped.values()),
             "queued": queued,
             "streams": streams,

@@ -168,7 +168,7 @@ class Worker:
         received = np.fromiter((it[3] for it in items), dtype=np.float64, count=k)
         given = np.fromiter((it[2] is not None for it in items), dtype=bool, count=k)
         ts = np.fromiter((it[3] if it[2] is None else it[2] for it in items), dtype=np.float64, count=k)
-        drops: dict[str, int] = {}
+        drops: dict[DropReason, int] = {}
         published = 0
         try:
             r = self.pool.update_received(ids, values, ts, given, now=self._clock())

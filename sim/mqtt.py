@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from edge_gru.daemon.config import LoggingConfig
+from edge_gru.daemon.payload import decode_forecast
 from edge_gru.errors import ConfigError, EdgeGruError
 from edge_gru.harness import Broker, Daemon, HarnessError, mosquitto_binary
 from sim.clock import SimClock
@@ -427,8 +428,8 @@ class MqttTransport:
         arrived = np.array([t for _, t in got])
         model_id = backend = "?"
         if got:
-            doc = json.loads(got[0][0])
-            model_id, backend = str(doc.get("model")), str(doc.get("backend"))
+            first_forecast = decode_forecast(got[0][0])
+            model_id, backend = first_forecast.model, first_forecast.backend
         mine = stream >= 0
         # A forecast redelivered after a reconnect arrives twice: keep the first.
         keys = np.stack([stream, ts.view(np.int64)], axis=1) if got else np.zeros((0, 2), np.int64)

@@ -69,7 +69,7 @@ def known_mix(n: int = WARMUP + 5) -> tuple[list[tuple[str, bytes]], Counter[str
         (b"", "empty"),
         (b'{"value": 1, "ts": "yesterday"}', "bad_ts"),
         (b'{"value": 1, "ts": 1.7e12}', "bad_ts"),
-        (b'{"value": 1, "ts": "2026-01-01T00:00:00"}', "bad_ts"),
+        (b'{"value": 1, "ts": "2026-13-01T00:00:00Z"}', "bad_ts"),  # no 13th month (a time without a zone is UTC)
     ]
     for payload, reason in bad:
         # bad payloads on a known stream and on a stream never seen: neither creates a stream
@@ -203,20 +203,15 @@ def test_huge_values_and_long_ids_are_named_drops_with_clean_logs(private_broker
     for sid in too_long:
         for i in range(3):
             messages.append((f"sensors/{sid}/value", reading(1.0 + i, t0 + i)))
-    daemon = Daemon(
-        tmp_path / "daemon",
-        host=private_broker.host,
-        port=private_broker.port,
-        sections={"homeassistant": {"enabled": True}},
-    ).start()
+    daemon = Daemon(tmp_path / "daemon", broker=private_broker, sections={"homeassistant": {"enabled": True}}).start()
     watcher = Watcher(private_broker.host, private_broker.port, ["predictions/#", "edge-gru/#", "homeassistant/#"])
     try:
         daemon.wait_ready()
         pub = Publisher(private_broker.host, private_broker.port)
         pub.publish_all(messages)
         pub.close()
-        snap = wait_stats(
-            watcher, daemon, lambda s: s["received"] >= len(messages) and s["queued"] == 0, 60, "all readings"
+        snap = watcher.wait_stats(
+            daemon, lambda s: s["received"] >= len(messages) and s["queued"] == 0, 60, "all readings"
         )
         ref = reference_forecasts(valid)
         assert accounted(snap), snap

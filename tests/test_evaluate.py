@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 import edge_gru
 from edge_gru.cli import main
+from edge_gru.daemon.payload import STATUS_REASONS
 from edge_gru.evaluation import evaluate_series, run_streams, score
 from edge_gru.pool import Status
 from edge_gru.series import Series, read_series
@@ -155,7 +156,7 @@ def test_unordered_csv_gives_the_same_forecasts_through_evaluate_replay_forecast
     # the reference: the pool fed every row of the file, one reading at a time
     pool = model.pool(max_streams=1)
     ref = [pool.update_detailed(["s"], [v], [t], now=0.0) for t, v in rows]
-    status = [Status(int(r.status[0])).reason for r in ref]
+    status = [STATUS_REASONS.get(Status(int(r.status[0])), "forecast") for r in ref]
     assert status.count("duplicate") == 2 and status.count("out_of_order") == 1
 
     # edge-gru forecast: one row per file row, the pool's status and its exact forecast

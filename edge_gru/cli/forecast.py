@@ -10,8 +10,9 @@ from pathlib import Path
 
 import click
 
+from edge_gru.backends import BACKENDS, KERAS_REFERENCE
 from edge_gru.cli.csvdata import strict_option
-from edge_gru.cli.evaluate import BACKENDS, load_for_csv
+from edge_gru.cli.evaluate import load_for_csv
 from edge_gru.errors import EdgeGruError
 
 COLUMNS = ("timestamp", "value", "forecast", "forecast_ts", "status")
@@ -28,7 +29,7 @@ COLUMNS = ("timestamp", "value", "forecast", "forecast_ts", "status")
     default=None,
     help="Columns feeding the bundle's extra inputs, comma-separated (default: the bundle's feature names).",
 )
-@click.option("--backend", type=click.Choice(BACKENDS), default="numba", show_default=True)
+@click.option("--backend", type=click.Choice([*BACKENDS, KERAS_REFERENCE]), default="numba", show_default=True)
 @strict_option
 def forecast(
     bundle_dir: str,
@@ -48,6 +49,7 @@ def forecast(
     'forecast'. Other statuses are the pool's: warmup, not_finite (a missing value), duplicate,
     out_of_order.
     """
+    from edge_gru.daemon.payload import STATUS_REASONS
     from edge_gru.evaluation import run_streams
     from edge_gru.pool import Status
 
@@ -79,7 +81,7 @@ def forecast(
                 _num(target[i]),
                 _num(run.forecasts[i]) if made else "",
                 _num(fts[i]) if made and fts is not None else "",
-                status.reason,
+                "forecast" if made else STATUS_REASONS[status],
             )
         )
     text = buf.getvalue()

@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
-from edge_gru.cli.csvdata import strict_option
 from edge_gru.backends import BACKEND_CHOICES
+from edge_gru.cli.csvdata import strict_option
 from edge_gru.errors import EdgeGruError
 
 PROFILE_HELP = "sine, random_walk, daily, weekly, drift, step"
@@ -57,9 +57,7 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
     "--plot", type=click.Path(dir_okay=False), help="Write a PNG of actual vs forecast and the error histogram."
 )
 @click.option("--model", type=click.Path(file_okay=False), help="Bundle directory (default models/default).")
-@click.option(
-    "--backend", type=click.Choice(BACKEND_CHOICES), help="Backend (default auto)."
-)
+@click.option("--backend", type=click.Choice(BACKEND_CHOICES), help="Backend (default auto).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @strict_option
 def simulate(

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -540,16 +541,7 @@ class ClusterService:
         worker = Worker(
             model=self.model,
             publisher=collector,
-            topics=self.topics,
-            output_template=s.output,
-            max_streams=s.max_streams,
-            queue_size=s.queue_size,
-            queue_policy="drop_newest",
-            batch_size=s.batch_size,
-            idle_timeout_s=s.idle_timeout_s,
-            output_qos=s.output_qos,
-            max_payload_bytes=s.max_payload_bytes,
-            use_receive_time=s.use_receive_time,
+            settings=dataclasses.replace(s, queue_policy="drop_newest", output_retain=False),
             warn_interval_s=self.cfg.logging.warn_interval_s,
         )
         part = _Partition(

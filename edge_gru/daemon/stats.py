@@ -28,7 +28,7 @@ class Stats:
         self.started = clock()
         self.received = 0
         self.published = 0
-        self.dropped: Counter[DropReason] = Counter()  # keyed by the enum, serialised as its words
+        self.dropped: Counter[str] = Counter()  # keyed by DropReason members (plain words compare equal)
         self.batches = 0
         self.reconnects = 0
         self._lat = np.zeros(LATENCY_SAMPLES)

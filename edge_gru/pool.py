@@ -69,6 +69,12 @@ class Status(IntEnum):
     OUT_OF_RANGE = 6  # a value beyond ``max_abs_value`` in magnitude: dropped, state untouched
     ID_TOO_LONG = 7  # a new stream whose id exceeds ``max_id_bytes``: dropped, no stream created
 
+    @property
+    def reason(self) -> str:
+        """The word counted for this status; ``edge_gru.daemon.payload.DropReason`` lists every drop
+        reason and refuses at import a status whose word it lacks."""
+        return self.name.lower()
+
 
 @dataclass(frozen=True)
 class PoolResult:

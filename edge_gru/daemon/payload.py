@@ -77,8 +77,8 @@ _PAYLOAD_REASONS = frozenset(
         DropReason.BAD_PAYLOAD,
     }
 )
-#: the drop reason of each pool :class:`~edge_gru.pool.Status` other than ``FORECAST``
-STATUS_REASONS: dict[Status, DropReason] = {s: DropReason(s.name.lower()) for s in Status if s is not Status.FORECAST}
+#: the drop reason of each pool :class:`~edge_gru.pool.Status` other than ``FORECAST`` (a status without one fails here, at import)
+STATUS_REASONS: dict[Status, DropReason] = {s: DropReason(s.reason) for s in Status if s is not Status.FORECAST}
 
 
 def _reject(reason: DropReason | str, detail: str) -> PayloadError:

@@ -77,7 +77,7 @@ _PAYLOAD_REASONS = frozenset(
         DropReason.BAD_PAYLOAD,
     }
 )
-#: the drop reason of each pool :class:`~edge_gru.pool.Status` other than ``FORECAST`` (a status without one fails here, at import)
+#: the drop reason of each pool Status other than FORECAST (a status without one fails here, at import)
 STATUS_REASONS: dict[Status, DropReason] = {s: DropReason(s.reason) for s in Status if s is not Status.FORECAST}
 
 

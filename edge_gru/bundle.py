@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from edge_gru.adaptation import AdaptationSpec
 from edge_gru.atomicfile import atomic_write
 from edge_gru.errors import BundleError
 
@@ -278,6 +279,8 @@ class Manifest:
         for name in files:
             if name != os.path.basename(name) or name in ("", ".", "..", MANIFEST):
                 raise BundleError(f"{MANIFEST}: field 'files' names {name!r}, which is not a plain file name")
+        if data.get("adaptation") is not None:
+            AdaptationSpec.from_json(data["adaptation"], where=f"{MANIFEST}: field 'adaptation'")
         training = data.get("training", {})
         if not isinstance(training, dict):
             raise BundleError(f"{MANIFEST}: field 'training' must be an object")
@@ -430,6 +433,8 @@ def compute_bundle_id(name: str, file_shas: Mapping[str, str], manifest: Manifes
         "warmup": manifest.warmup,
         "files": {k: v for k, v in sorted(file_shas.items()) if k in MODEL_FILES},
     }
+    if manifest.extra.get("adaptation") is not None:  # absent: the ids of bundles without it are unchanged
+        core["adaptation"] = AdaptationSpec.from_json(manifest.extra["adaptation"]).to_json()
     digest = hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()[:12]
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "model"
     return f"{safe}-{digest}"

@@ -12,11 +12,12 @@ gateway would batch them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edge_gru.adaptation import AdaptationSpec
 from edge_gru.pool import Status
 from edge_gru.scoring import Scores, next_reading_pairs
 from edge_gru.series import Series
@@ -36,17 +37,27 @@ class StreamRun:
     resets: np.ndarray  # (T,) bool: a gap reset happened before this row
     pairs: np.ndarray  # (T,) bool: the forecast at row t is scored against the next accepted row
     forecast_ts: np.ndarray | None = None  # (T,) epoch seconds the forecast is for; NaN when unknown
+    lower: np.ndarray | None = None  # (T,) the forecast's interval (adaptation on); NaN when none
+    upper: np.ndarray | None = None
+    anomaly: np.ndarray | None = None  # (T,) bool: row t was flagged
 
 
-def run_streams(model: Model, streams: Mapping[str, Series], *, max_streams: int | None = None) -> dict[str, StreamRun]:
+def run_streams(
+    model: Model,
+    streams: Mapping[str, Series],
+    *,
+    max_streams: int | None = None,
+    adaptation: AdaptationSpec | None = None,
+) -> dict[str, StreamRun]:
     """Feed each series as its own stream through one pool, one reading per stream per call."""
     ids = list(streams)
-    pool = model.pool(max_streams=max_streams or max(len(ids), 1))
+    pool = model.pool(max_streams=max_streams or max(len(ids), 1), adaptation=adaptation)
     lengths = {sid: len(s) for sid, s in streams.items()}
     out = {
         sid: (np.full(n, np.nan), np.zeros(n, dtype=np.uint8), np.zeros(n, dtype=bool), np.full(n, np.nan))
         for sid, n in lengths.items()
     }
+    bands = {sid: (np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, dtype=bool)) for sid, n in lengths.items()}
     timed = all(s.times is not None for s in streams.values())
     for t in range(max(lengths.values(), default=0)):
         live = [sid for sid in ids if t < lengths[sid]]
@@ -60,9 +71,16 @@ def run_streams(model: Model, streams: Mapping[str, Series], *, max_streams: int
             status[t] = result.status[k]
             resets[t] = result.resets[k]
             forecast_ts[t] = result.forecast_ts[k]
+            if result.lower is not None and result.upper is not None and result.anomaly is not None:
+                lower, upper, anomaly = bands[sid]
+                lower[t], upper[t], anomaly[t] = result.lower[k], result.upper[k], result.anomaly[k]
     runs = {}
     for sid, (forecasts, status, resets, forecast_ts) in out.items():
-        runs[sid] = StreamRun(forecasts, status, resets, _pairs(streams[sid], forecasts, status), forecast_ts)
+        pairs = _pairs(streams[sid], forecasts, status)
+        if pool.adapter is not None:
+            runs[sid] = StreamRun(forecasts, status, resets, pairs, forecast_ts, *bands[sid])
+        else:
+            runs[sid] = StreamRun(forecasts, status, resets, pairs, forecast_ts)
     return runs
 
 
@@ -116,12 +134,28 @@ def score(
         rows, actual_rows = rows[ok], actual_rows[ok]
     actual = target[actual_rows]
     seasonal = target[actual_rows - season] - actual if season else None
-    return Scores.of(run.forecasts[rows] - actual, target[rows] - actual, seasonal)
+    scores = Scores.of(run.forecasts[rows] - actual, target[rows] - actual, seasonal)
+    if run.lower is not None and run.upper is not None and run.anomaly is not None and rows.size:
+        lo, hi = run.lower[rows], run.upper[rows]
+        width = hi - lo
+        scores = replace(
+            scores,
+            coverage=float(np.mean((lo <= actual) & (actual <= hi))),
+            interval_width=float(np.nanmean(width)) if np.isfinite(width).any() else None,
+            anomalies=int(run.anomaly[start:stop].sum()),
+        )
+    return scores
 
 
 def evaluate_series(
-    model: Model, series: Series, *, start: int = 0, stop: int | None = None, season: int | None = None
+    model: Model,
+    series: Series,
+    *,
+    start: int = 0,
+    stop: int | None = None,
+    season: int | None = None,
+    adaptation: AdaptationSpec | None = None,
 ) -> Scores:
     """Run ``series`` through a fresh pool from its first row; score the actuals in ``[start, stop)``."""
-    run = run_streams(model, {"series": series})["series"]
+    run = run_streams(model, {"series": series}, adaptation=adaptation)["series"]
     return score(series, run, start=start, stop=stop, season=season)

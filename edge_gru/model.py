@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from edge_gru.adaptation import AdaptationSpec
 from edge_gru.backends import Backend, create_backend
 from edge_gru.bundle import Bundle, Manifest, load_bundle
 from edge_gru.errors import BackendUnavailableError
@@ -71,8 +72,12 @@ class Model:
         use_receive_time: bool = False,
         max_abs_value: float = DEFAULT_MAX_ABS_VALUE,
         max_id_bytes: int = DEFAULT_MAX_ID_BYTES,
+        adaptation: AdaptationSpec | None = None,
     ) -> StreamPool:
-        """A pool of per-stream states for serving this model sample by sample (rules: ``docs/pool-rules.md``)."""
+        """A pool of per-stream states for serving this model sample by sample (rules: ``docs/pool-rules.md``).
+
+        ``adaptation`` overrides the bundle's (see :mod:`edge_gru.adaptation`); None keeps it.
+        """
         return StreamPool(
             self,
             max_streams,
@@ -80,6 +85,7 @@ class Model:
             use_receive_time=use_receive_time,
             max_abs_value=max_abs_value,
             max_id_bytes=max_id_bytes,
+            adaptation=adaptation,
         )
 
 

@@ -16,6 +16,7 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -28,6 +29,7 @@ from typing import Protocol
 
 import numpy as np
 
+from edge_gru.adaptation import AdaptationSpec, Adapter, manifest_spec
 from edge_gru.atomicfile import atomic_write
 from edge_gru.backends.base import Backend
 from edge_gru.bundle import Manifest
@@ -84,6 +86,10 @@ class PoolResult:
     status: np.ndarray  # (S,) uint8 Status codes
     forecast_ts: np.ndarray  # (S,) epoch seconds of the forecast sample; NaN when unknown
     resets: np.ndarray  # (S,) bool: the stream was reset by a gap before this reading
+    # adaptation (edge_gru.adaptation); NaN / False when it is off
+    lower: np.ndarray | None = None  # (S,) prediction interval of the forecast
+    upper: np.ndarray | None = None
+    anomaly: np.ndarray | None = None  # (S,) bool: this reading fell far outside its forecast
 
 
 class StreamPool:
@@ -98,6 +104,7 @@ class StreamPool:
         use_receive_time: bool = False,
         max_abs_value: float = DEFAULT_MAX_ABS_VALUE,
         max_id_bytes: int = DEFAULT_MAX_ID_BYTES,
+        adaptation: AdaptationSpec | None = None,
     ) -> None:
         if max_streams < 1:
             raise ValueError("max_streams must be >= 1")
@@ -122,11 +129,21 @@ class StreamPool:
         self.normalizer = StreamNormalizer(manifest.normalization, self.features, manifest.target_index)
         self.gap_resets = 0
         self.expired = 0
+        # None: the bundle's own setting (off unless its manifest has an enabled 'adaptation')
+        self.adaptation = manifest_spec(manifest.extra) if adaptation is None else adaptation
+        self.adapter = self._new_adapter() if self.adaptation.enabled else None
+        self.anomalies = 0
         self._ids: dict[str, int] = {}
         self._row_ids: list[str | None] = []
         self._free: list[int] = []
         self._capacity = 0
         self._alloc(min(self.max_streams, 64))
+
+    def _new_adapter(self) -> Adapter:
+        adapter = Adapter(self.adaptation)
+        if self.model.backend.name == "numba":  # numba is there: run the adaptation compiled too
+            adapter.compile()
+        return adapter
 
     # -- storage ---------------------------------------------------------------------------
     def _alloc(self, capacity: int) -> None:
@@ -149,6 +166,8 @@ class StreamPool:
         self.intervals = grown(get("intervals"), (PERIOD_SAMPLES,), np.float64, np.nan)
         self.last_seen = grown(get("last_seen"), (), np.float64)
         self.normalizer.grow(capacity)
+        if self.adapter is not None:
+            self.adapter.grow(capacity)
         self._row_ids.extend([None] * (capacity - old))
         self._free.extend(range(capacity - 1, old - 1, -1))
         self._capacity = capacity
@@ -167,6 +186,8 @@ class StreamPool:
         self.h[rows] = 0.0
         self.ring[rows] = 0.0
         self.count[rows] = 0
+        if self.adapter is not None:
+            self.adapter.reset(rows, full=False)
 
     def _new_row(self, stream_id: str, now: float) -> int:
         if not self._free:
@@ -180,6 +201,8 @@ class StreamPool:
         rows = np.array([row])
         self._clear_rows(rows)
         self.normalizer.reset(rows)
+        if self.adapter is not None:
+            self.adapter.reset(rows)
         self.last_ts[row] = np.nan
         self.learned_period[row] = np.nan
         self.intervals[row] = np.nan
@@ -282,6 +305,10 @@ class StreamPool:
         forecasts = np.full(n, np.nan)
         forecast_ts = np.full(n, np.nan)
         resets = np.zeros(n, dtype=bool)
+        lower = np.full(n, np.nan)
+        upper = np.full(n, np.nan)
+        anomaly = np.zeros(n, dtype=bool)
+        bounds = (lower, upper, anomaly)
 
         finite = np.asarray(np.isfinite(x).all(axis=1))
         if ts is not None:
@@ -313,8 +340,8 @@ class StreamPool:
         with np.errstate(over="ignore", invalid="ignore"):
             for idx in _rounds(rows, todo):
                 ts_idx = None if ts is None else ts[idx]
-                self._apply(idx, rows[idx], x[idx], ts_idx, status, forecasts, forecast_ts, resets)
-        return PoolResult(forecasts, status, forecast_ts, resets)
+                self._apply(idx, rows[idx], x[idx], ts_idx, status, forecasts, forecast_ts, resets, bounds)
+        return PoolResult(forecasts, status, forecast_ts, resets, lower, upper, anomaly)
 
     def update_received(
         self,
@@ -347,6 +374,7 @@ class StreamPool:
             forecasts = np.empty(n)
             forecast_ts = np.empty(n)
             resets = np.empty(n, dtype=bool)
+            lower, upper, anomaly = np.empty(n), np.empty(n), np.empty(n, dtype=bool)
             for mask in (given, ~given):
                 idx = np.flatnonzero(mask)
                 part = self.update_detailed(
@@ -354,10 +382,11 @@ class StreamPool:
                 )
                 status[idx], forecasts[idx] = part.status, part.forecasts
                 forecast_ts[idx], resets[idx] = part.forecast_ts, part.resets
-            r = PoolResult(forecasts, status, forecast_ts, resets)
+                lower[idx], upper[idx], anomaly[idx] = part.lower, part.upper, part.anomaly
+            r = PoolResult(forecasts, status, forecast_ts, resets, lower, upper, anomaly)
         if self.period and not given.all():  # no own ts: the bundle's period still dates the forecast
             fts = np.where(np.isnan(r.forecast_ts), ts + self.period, r.forecast_ts)
-            r = PoolResult(r.forecasts, r.status, fts, r.resets)
+            r = dataclasses.replace(r, forecast_ts=fts)
         return r
 
     def _apply(
@@ -370,6 +399,7 @@ class StreamPool:
         forecasts: np.ndarray,
         forecast_ts: np.ndarray,
         resets: np.ndarray,
+        bounds: tuple[np.ndarray, np.ndarray, np.ndarray],
     ) -> None:
         """Apply one reading to each of the distinct ``rows``."""
         if ts is not None:
@@ -392,6 +422,15 @@ class StreamPool:
             if self.period is None:
                 self._learn_period(rows[~gap], dt[~gap])
             self.last_ts[rows] = ts
+        adapter = self.adapter
+        if adapter is not None:
+            t = self.normalizer.target
+            flags, hold, replacement = adapter.observe(rows, x[:, t])
+            bounds[2][idx] = flags
+            self.anomalies += int(flags.sum())
+            if hold.any():  # the state advances with the previous forecast instead of the outlier
+                x = x.copy()
+                x[:, t] = replacement
         z = self.normalizer.transform(rows, x)
         self.count[rows] += 1
         ready = self.count[rows] >= self.warmup
@@ -412,6 +451,12 @@ class StreamPool:
             self._clear_rows(rows[broken])
             self.normalizer.reset(rows[broken])
             ready &= ~broken
+        if adapter is not None:
+            raw, lo, hi = adapter.forecast(rows, x[:, self.normalizer.target], np.where(ready, raw, np.nan))
+            if broken.any():
+                adapter.reset(rows[broken])
+            bounds[0][idx[ready]] = lo[ready]
+            bounds[1][idx[ready]] = hi[ready]
         forecasts[idx[ready]] = raw[ready]
         status[idx[~ready]] = Status.WARMUP
         if ts is not None:
@@ -447,6 +492,8 @@ class StreamPool:
             "saved_at": time.time(),
             "gap_resets": self.gap_resets,
             "expired": self.expired,
+            "anomalies": self.anomalies,
+            "adaptation": self.adaptation.to_json() if self.adapter is not None else None,
         }
         arrays = {
             "meta": np.array(json.dumps(meta)),
@@ -459,6 +506,7 @@ class StreamPool:
             "intervals": self.intervals[rows],
             "last_seen": self.last_seen[rows],
             **{k: v[rows] for k, v in self.normalizer.state().items()},
+            **(self.adapter.state(rows) if self.adapter is not None else {}),
         }
         buf = io.BytesIO()
         np.savez(buf, **arrays)  # type: ignore[arg-type]
@@ -501,6 +549,8 @@ class StreamPool:
         self.normalizer.mean = self.normalizer.mean[:0]
         self.normalizer.var = self.normalizer.var[:0]
         self.normalizer.count = self.normalizer.count[:0]
+        if self.adapter is not None:
+            self.adapter = self._new_adapter()
         self._alloc(max(min(self.max_streams, 64), n))
         rows = np.arange(n)
         for name in ("h", "ring", "count", "last_ts", "learned_period", "intervals", "last_seen"):
@@ -514,8 +564,15 @@ class StreamPool:
         for row, sid in enumerate(ids):
             self._ids[sid] = row
             self._row_ids[row] = sid
+        if self.adapter is not None and meta.get("adaptation") != self.adaptation.to_json():
+            # saved with other adaptation settings (or none): the streams keep their model
+            # state and learn their combination and intervals afresh
+            pass
+        elif self.adapter is not None:
+            self.adapter.restore(rows, arrays)
         self.gap_resets = int(meta.get("gap_resets", 0))
         self.expired = int(meta.get("expired", 0))
+        self.anomalies = int(meta.get("anomalies", 0))
 
 
 def _rounds(rows: np.ndarray, todo: np.ndarray) -> list[np.ndarray]:

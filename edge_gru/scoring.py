@@ -39,6 +39,9 @@ class Scores:
     persistence_rmse: float
     seasonal_mae: float | None = None
     seasonal_rmse: float | None = None
+    coverage: float | None = None  # share of actuals inside the forecast's interval (adaptation on)
+    interval_width: float | None = None  # mean upper - lower
+    anomalies: int | None = None  # readings flagged as anomalies
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -52,6 +52,7 @@ class SimConfig:
     replays: tuple[ReplaySource, ...] = ()
     model: str | None = None
     backend: str = "auto"
+    adaptation: str = "bundle"  # bundle | on | off (in-process runs; a daemon follows its own config)
     broker: str | None = None  # mqtt://host:port of a running broker and daemon
     spawn_broker: bool = False
     daemon_id: str | None = None  # with broker: the client_id of the daemon to drive (default: the first online)

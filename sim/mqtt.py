@@ -424,7 +424,7 @@ class MqttTransport:
         with lock:
             got = list(seen.forecasts)
         index = {self.prefix + s: i for i, s in enumerate(schedule.names)}
-        stream, ts, fts, value = decode_forecasts([p for p, _ in got], index)
+        stream, ts, fts, value, *_bands = decode_forecasts([p for p, _ in got], index)
         arrived = np.array([t for _, t in got])
         model_id = backend = "?"
         if got:

@@ -34,6 +34,9 @@ class StreamScore:
     forecast: np.ndarray  # (n,)
     persistence: np.ndarray  # (n,) the reading before ``actual``
     scale: float  # the stream's standard deviation, for standardized errors
+    lower: np.ndarray | None = None  # (n,) the forecast's interval (adaptation on), else None
+    upper: np.ndarray | None = None
+    anomalies: int = 0  # forecasts that flagged the reading they follow
 
     @property
     def n(self) -> int:
@@ -41,6 +44,21 @@ class StreamScore:
 
     def errors(self) -> tuple[np.ndarray, np.ndarray]:
         return self.forecast - self.actual, self.persistence - self.actual
+
+
+def _intervals(group: list[StreamScore]) -> dict[str, Any]:
+    """Empirical coverage and mean width of the forecasts' intervals (adaptation on), anomalies flagged."""
+    if not group or any(s.lower is None or s.upper is None for s in group):
+        return {}
+    lo = np.concatenate([s.lower for s in group if s.lower is not None])
+    hi = np.concatenate([s.upper for s in group if s.upper is not None])
+    actual = np.concatenate([s.actual for s in group])
+    width = hi - lo
+    return {
+        "coverage": float(np.mean((lo <= actual) & (actual <= hi))) if actual.size else None,
+        "interval_width": float(np.nanmean(width)) if np.isfinite(width).any() else None,
+        "anomalies": sum(s.anomalies for s in group),
+    }
 
 
 def _metrics(model_err: np.ndarray, pers_err: np.ndarray) -> dict[str, Any]:
@@ -120,6 +138,9 @@ class Report:
         )
         if len({s.profile for s in scored}) > 1:
             raw.update(mae=None, rmse=None, persistence_mae=None, persistence_rmse=None)
+        raw.update(_intervals(scored))
+        if len({s.profile for s in scored}) > 1 and "interval_width" in raw:
+            raw["interval_width"] = None  # raw units differ
         raw["mae_ratio"] = std["mae_ratio"]
         raw["rmse_ratio"] = std["rmse"] / std["persistence_rmse"] if std["persistence_rmse"] else None
         return raw
@@ -170,9 +191,22 @@ class Report:
             f"{m['readings_label']}, seed {m['seed']}, "
             f"{o.transport}, model {o.model_id} ({o.backend})"
         )
-        cols = ("profile", "streams", "readings", "forecasts", "MAE", "RMSE", "persist MAE", "persist RMSE", "ratio")
+        cols: tuple[str, ...] = (
+            "profile", "streams", "readings", "forecasts", "MAE", "RMSE", "persist MAE", "persist RMSE", "ratio"
+        )  # fmt: skip
+        banded = bool(self.profiles) and all("coverage" in p for p in self.profiles)
+        if banded:
+            cols += ("coverage", "width", "anomalies")
         rows = []
         for p in [*self.profiles, {"profile": "all", **self._totals_row()}]:
+            extra: tuple[str, ...] = ()
+            if banded:
+                cov = p.get("coverage")
+                extra = (
+                    "-" if cov is None else f"{cov:.3f}",
+                    _fmt(p.get("interval_width")),
+                    str(p.get("anomalies", 0)),
+                )
             rows.append(
                 (
                     p["profile"],
@@ -184,6 +218,7 @@ class Report:
                     _fmt(p["persistence_mae"]),
                     _fmt(p["persistence_rmse"]),
                     "-" if p["mae_ratio"] is None else f"{p['mae_ratio']:.3f}",
+                    *extra,
                 )
             )
         widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
@@ -199,6 +234,8 @@ class Report:
             )
         lines.append("ratio = model MAE / persistence MAE on the same pairs (below 1: the model beats persistence);")
         lines.append("the 'all' row pools errors in units of each stream's standard deviation")
+        if banded:
+            lines.append("coverage = share of next readings inside the forecast's interval; width = mean upper - lower")
         lines.append("")
         drops = ", ".join(f"{k} {v:,}" for k, v in sorted(o.dropped.items())) or "none"
         if not o.extra.get("stats_complete", True):
@@ -282,6 +319,13 @@ def score(schedule: Schedule, outcome: Outcome, meta: dict[str, Any], run_faults
         unmatched += int((~hit).sum())
         fc = np.full(a_ts.size, np.nan)
         fc[pos[hit]] = val_k[hit]
+        bands: dict[str, Any] = {}
+        if outcome.lower is not None and outcome.upper is not None and outcome.anomaly is not None:
+            lo_k = np.full(a_ts.size, np.nan)
+            hi_k = np.full(a_ts.size, np.nan)
+            lo_k[pos[hit]] = outcome.lower[valid][f_order][lo:hi][hit]
+            hi_k[pos[hit]] = outcome.upper[valid][f_order][lo:hi][hit]
+            bands = {"anomalies": int(outcome.anomaly[valid][f_order][lo:hi].sum()), "_lo": lo_k, "_hi": hi_k}
         # the one pairing rule (edge_gru.scoring): the next accepted reading, about one period later
         pair = next_reading_pairs(a_ts, np.isfinite(fc), series.period)
         scores.append(
@@ -296,6 +340,9 @@ def score(schedule: Schedule, outcome: Outcome, meta: dict[str, Any], run_faults
                 forecast=fc[pair],
                 persistence=a_v[pair],
                 scale=float(np.std(series.values)) or 1.0,
+                lower=bands["_lo"][pair] if bands else None,
+                upper=bands["_hi"][pair] if bands else None,
+                anomalies=bands.get("anomalies", 0),
             )
         )
     profiles = []
@@ -310,6 +357,7 @@ def score(schedule: Schedule, outcome: Outcome, meta: dict[str, Any], run_faults
                 "readings": sum(s.messages for s in group),
                 "forecasts": sum(s.forecasts for s in group),
                 **_metrics(me, pe),
+                **_intervals(group),
             }
         )
     fates = np.bincount(schedule.fates.astype(np.int64), minlength=len(FATES))

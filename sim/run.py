@@ -91,7 +91,10 @@ def simulate(
 
         assert model is not None
         outcome = InProcessTransport(
-            model, input_template=config.input_template, output_template=config.output_template
+            model,
+            input_template=config.input_template,
+            output_template=config.output_template,
+            adaptation=config.adaptation,
         ).run(schedule, clock, progress)
     else:
         from sim.mqtt import MqttTransport

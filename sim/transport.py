@@ -57,6 +57,10 @@ class Outcome:
     latency_kind: str
     wall_s: float
     extra: dict[str, Any] = field(default_factory=dict)
+    # the adaptation's interval and anomaly flag of each forecast; None when the payloads had none
+    lower: np.ndarray | None = None  # (F,)
+    upper: np.ndarray | None = None  # (F,)
+    anomaly: np.ndarray | None = None  # (F,) bool
 
 
 class Collector:
@@ -70,19 +74,29 @@ class Collector:
 
 
 def decode_forecasts(payloads: list[bytes], index: dict[str, int]) -> tuple[np.ndarray, ...]:
-    """Forecast payloads (``docs/payloads.md``) -> (stream index, ts, forecast_ts, value) arrays."""
+    """Forecast payloads (``docs/payloads.md``) -> (stream index, ts, forecast_ts, value, lower, upper, anomaly).
+
+    ``lower``/``upper`` are NaN and ``anomaly`` is -1 where a payload has no such field (adaptation off).
+    """
     n = len(payloads)
     stream = np.empty(n, dtype=np.int64)
     ts = np.empty(n)
     fts = np.empty(n)
     value = np.empty(n)
+    lower = np.full(n, np.nan)
+    upper = np.full(n, np.nan)
+    anomaly = np.full(n, -1, dtype=np.int8)
     for i, raw in enumerate(payloads):
         doc = decode_forecast(raw)
         stream[i] = index.get(doc.stream, -1)
         ts[i] = doc.ts
         fts[i] = np.nan if doc.forecast_ts is None else doc.forecast_ts
         value[i] = doc.value
-    return stream, ts, fts, value
+        if doc.anomaly is not None:
+            anomaly[i] = doc.anomaly
+            lower[i] = np.nan if doc.lower is None else doc.lower
+            upper[i] = np.nan if doc.upper is None else doc.upper
+    return stream, ts, fts, value, lower, upper, anomaly
 
 
 class InProcessTransport:
@@ -97,15 +111,18 @@ class InProcessTransport:
         input_template: str = INPUT_TEMPLATE,
         output_template: str = OUTPUT_TEMPLATE,
         settings: StreamsConfig | None = None,
+        adaptation: str = "bundle",
     ) -> None:
         """``settings``: the daemon's ``[streams]`` (its defaults when None; the topics come from the templates)."""
         self.model = model
+        self.adaptation = adaptation
         self.input_template = input_template
         self.output_template = output_template
         self.settings = settings or StreamsConfig()
         self.batch_size = self.settings.batch_size
 
     def run(self, schedule: Schedule, clock: SimClock, progress: Progress | None = None) -> Outcome:
+        from edge_gru.adaptation import resolve_spec
         from edge_gru.daemon.worker import Worker
 
         names = schedule.names
@@ -117,7 +134,12 @@ class InProcessTransport:
             max_streams=max(self.settings.max_streams, len(names)),
             idle_timeout_s=None,  # simulated time: no stream is expired for being idle
         )
-        worker = Worker(model=self.model, publisher=collector, settings=settings)
+        worker = Worker(
+            model=self.model,
+            publisher=collector,
+            settings=settings,
+            adaptation=lambda m: resolve_spec(m.manifest.extra, self.adaptation),
+        )
         topics = [self.input_template.replace("{stream}", s) for s in names]
         stream_of = schedule.stream.tolist()
         payloads = schedule.payloads
@@ -147,7 +169,9 @@ class InProcessTransport:
             if progress is not None:
                 progress(hi - lo)
         wall = time.perf_counter() - t0 - decode_s
-        stream, ts, fts, value = (np.concatenate(c) for c in zip(*parts, strict=True)) if parts else _empty()
+        stream, ts, fts, value, lower, upper, anomaly = (
+            (np.concatenate(c) for c in zip(*parts, strict=True)) if parts else _empty()
+        )
         return Outcome(
             transport=self.name,
             model_id=self.model.id,
@@ -164,11 +188,19 @@ class InProcessTransport:
             latency_kind="receive -> publish inside the worker",
             wall_s=wall,
             extra={"queued": worker.queued, "batches": worker.stats.batches},
+            **_bands(lower, upper, anomaly),
         )
 
 
 def _empty() -> tuple[np.ndarray, ...]:
-    return np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0)
+    return np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0, np.int8)
+
+
+def _bands(lower: np.ndarray, upper: np.ndarray, anomaly: np.ndarray) -> dict[str, np.ndarray]:
+    """Outcome's interval fields when every forecast carried them (the adaptation was on)."""
+    if not anomaly.size or (anomaly < 0).any():
+        return {}
+    return {"lower": lower, "upper": upper, "anomaly": anomaly.astype(bool)}
 
 
 class PoolTransport:

@@ -43,6 +43,13 @@ if TYPE_CHECKING:
     show_default=True,
     help="Score only forecasts of the rows after this fraction (e.g. 0.85 for a trainer's test split).",
 )
+@click.option(
+    "--adaptation",
+    type=click.Choice(["bundle", "on", "off"]),
+    default="bundle",
+    show_default=True,
+    help="Per-stream combination, intervals and anomaly flags: as the bundle says, or forced on/off.",
+)
 @click.option("--json", "as_json", is_flag=True, help='Print {"n", "mae", "rmse", "persistence_mae", ...} as JSON.')
 @strict_option
 def evaluate(
@@ -54,6 +61,7 @@ def evaluate(
     backend: str,
     season: int | None,
     start: float,
+    adaptation: str,
     as_json: bool,
     strict: bool,
 ) -> None:
@@ -61,11 +69,13 @@ def evaluate(
     the daemon applies them) and print n, MAE and RMSE beside persistence on the same readings.
 
     Exits 1, saying why, when no forecast can be scored (every reading a warm-up or a gap reset)."""
+    from edge_gru.adaptation import resolve_spec
     from edge_gru.evaluation import run_streams, score
 
     try:
         model, series = load_for_csv(bundle_dir, data, column, time_column, features, backend, strict)
-        run = run_streams(model, {"series": series})["series"]
+        spec = resolve_spec(model.manifest.extra, adaptation)
+        run = run_streams(model, {"series": series}, adaptation=spec)["series"]
         scores = score(series, run, start=int(start * len(series)), season=season)
     except EdgeGruError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -92,6 +102,12 @@ def evaluate(
         click.echo(f"  {f'seasonal ({season})':<16}{scores.seasonal_mae:>14.6g}{scores.seasonal_rmse:>14.6g}")
     verdict = "beats" if scores.ratio < 1 else "does not beat"
     click.echo(f"  MAE / persistence MAE = {scores.ratio:.3f} ({verdict} persistence)")
+    if scores.coverage is not None:
+        width = "-" if scores.interval_width is None else f"{scores.interval_width:.6g}"
+        click.echo(
+            f"  interval coverage {scores.coverage:.3f} (target {spec.coverage:g}), mean width {width}; "
+            f"{scores.anomalies} readings flagged as anomalies"
+        )
 
 
 def load_for_csv(

@@ -22,7 +22,8 @@ from edge_gru.errors import EdgeGruError
 def export_c(bundle_dir: str, out_dir: str, int8: bool, prefix: str) -> None:
     """Write BUNDLE_DIR's model as const arrays plus a C99 runtime (no malloc, caller-owned state).
 
-    The C forecasts equal the Python pool's for the same readings. Build the example with
+    The C forecasts equal the Python pool's with the adaptation off (the C runtime serves
+    the bare GRU: no combination, intervals or anomaly flags) for the same readings. Build the example with
     `make` in the output folder; for a microcontroller, compile the runtime and model
     sources into the firmware.
     """
@@ -35,3 +36,11 @@ def export_c(bundle_dir: str, out_dir: str, int8: bool, prefix: str) -> None:
     except EdgeGruError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(report.format())
+    from edge_gru.adaptation import manifest_spec
+    from edge_gru.bundle import load_bundle
+
+    if manifest_spec(load_bundle(bundle_dir).manifest.extra).enabled:
+        click.echo(
+            "note: the bundle's per-stream adaptation (combination with persistence and Holt, intervals, "
+            "anomaly flags) is not exported; the C runtime serves the bare GRU (docs/firmware.md)"
+        )

@@ -58,6 +58,11 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
 )
 @click.option("--model", type=click.Path(file_okay=False), help="Bundle directory (default models/default).")
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), help="Backend (default auto).")
+@click.option(
+    "--adaptation",
+    type=click.Choice(["bundle", "on", "off"]),
+    help="Per-stream combination, intervals and anomaly flags (in-process): as the bundle says, or on/off.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @strict_option
 def simulate(
@@ -83,6 +88,7 @@ def simulate(
     plot: str | None,
     model: str | None,
     backend: str | None,
+    adaptation: str | None,
     quiet: bool,
     strict: bool,
 ) -> None:
@@ -185,6 +191,7 @@ def _config(**opts: Any) -> Any:
         ("daemon_id", "daemon_id"),
         ("model", "model"),
         ("backend", "backend"),
+        ("adaptation", "adaptation"),
         ("speed", "speed"),
     ):
         if opts[opt] is not None:

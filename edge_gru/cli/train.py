@@ -135,6 +135,8 @@ def train(
     except EdgeGruError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
+        for warning in result.metrics["guard"]["warnings"]:
+            click.echo(f"WARNING: {warning}", err=True)
         click.echo(json.dumps(jsonable(result.metrics), indent=2))
     else:
         click.echo(f"wrote {result.bundle.path} ({result.bundle.id})")

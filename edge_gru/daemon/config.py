@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_gru.adaptation import MODES as ADAPTATION_CHOICES
+from edge_gru.adaptation import AdaptationSpec, resolve_spec
 from edge_gru.backends import BACKEND_CHOICES
 from edge_gru.daemon.logs import LEVELS, event
 from edge_gru.daemon.payload import MAX_PAYLOAD_BYTES, TopicMap, validate_output_template
@@ -86,6 +88,8 @@ class MqttConfig:
 class ModelConfig:
     path: str = "models/default"
     backend: str = "auto"
+    adaptation: str = "bundle"  # bundle | on | off: per-stream combination, intervals, anomaly flags
+    hold_out_anomalies: bool = False  # true: anomalous readings do not enter the state (else: the bundle's setting)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,6 +136,7 @@ class HomeAssistantConfig:
     discovery_prefix: str = "homeassistant"
     unit_of_measurement: str | None = None
     device_class: str | None = None
+    anomaly_sensor: bool = False  # a binary_sensor per stream from the payload's "anomaly"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -295,6 +300,11 @@ def _validate(cfg: Config, source: str) -> None:
         f"{cfg.model.backend!r}: choose one of {', '.join(BACKEND_CHOICES)}",
     )
     _check(bool(cfg.model.path), at("model.path"), "must name a bundle directory")
+    _check(
+        cfg.model.adaptation in ADAPTATION_CHOICES,
+        at("model.adaptation"),
+        f"{cfg.model.adaptation!r}: choose one of {', '.join(ADAPTATION_CHOICES)}",
+    )
     try:
         TopicMap(s.input)
     except ValueError as exc:
@@ -449,3 +459,8 @@ def describe(cfg: Config) -> dict[str, Any]:
             section["password"] = "***"
         out[name] = {k: list(v) if isinstance(v, tuple) else v for k, v in section.items()}
     return out
+
+
+def adaptation_spec(model_cfg: ModelConfig, extra: dict[str, Any]) -> AdaptationSpec:
+    """What ``[model] adaptation`` and ``hold_out_anomalies`` make of the bundle's ``adaptation`` setting."""
+    return resolve_spec(extra, model_cfg.adaptation, hold_out=True if model_cfg.hold_out_anomalies else None)

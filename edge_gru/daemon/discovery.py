@@ -1,5 +1,9 @@
 """Home Assistant MQTT discovery: one forecast sensor per stream, announced on its first forecast.
 
+With ``homeassistant.anomaly_sensor`` (and the adaptation on, so payloads carry
+``anomaly``) each stream also gets a ``binary_sensor`` that is on while its latest reading
+is flagged.
+
 The config message is retained, so Home Assistant picks the sensors up after its own
 restarts; availability follows the daemon's status topic.
 """
@@ -67,6 +71,26 @@ class Discovery:
             doc["device_class"] = ha.device_class
         return doc
 
+    def anomaly_topic(self, stream: str) -> str:
+        ha = self.cfg.homeassistant
+        node = object_id(self.cfg.mqtt.client_id)
+        return f"{ha.discovery_prefix}/binary_sensor/{node}/{object_id(stream)}_anomaly/config"
+
+    def anomaly_payload(self, stream: str) -> dict[str, Any]:
+        """A ``binary_sensor`` on: the stream's latest reading was flagged (adaptation on)."""
+        doc = self.config_payload(stream)
+        for key in ("value_template", "state_class", "unit_of_measurement", "device_class"):
+            doc.pop(key, None)
+        sid = object_id(stream)
+        doc.update(
+            name=f"{stream} anomaly",
+            unique_id=f"{object_id(self.cfg.mqtt.client_id)}_{sid}_anomaly",
+            object_id=f"{sid}_anomaly",
+            value_template="{{ 'ON' if value_json.anomaly else 'OFF' }}",
+            device_class="problem",
+        )
+        return doc
+
     def announce(self, stream: str) -> None:
         """Publish the stream's config; one it cannot carry is one log line, never a traceback."""
         topic = self.config_topic(stream)
@@ -77,3 +101,6 @@ class Discovery:
             return
         payload = json.dumps(self.config_payload(stream), separators=(",", ":")).encode()
         self.publisher.publish(topic, payload, qos=1, retain=True)
+        if self.cfg.homeassistant.anomaly_sensor:
+            doc = json.dumps(self.anomaly_payload(stream), separators=(",", ":")).encode()
+            self.publisher.publish(self.anomaly_topic(stream), doc, qos=1, retain=True)

@@ -260,11 +260,17 @@ def encode_forecast(
     value: float,
     model_id: str,
     backend: str,
+    lower: float | None = None,
+    upper: float | None = None,
+    anomaly: bool | None = None,
 ) -> bytes:
     """The forecast payload (``docs/payloads.md``): stream, ts, forecast_ts, value, model, backend.
 
     ``value`` is never null (warm-up readings get no forecast at all); ``forecast_ts`` is
-    null only while a stream's sample period is still unknown.
+    null only while a stream's sample period is still unknown. With the per-stream
+    adaptation on, ``lower``/``upper`` (the prediction interval, null for the first few
+    forecasts of a stream) and ``anomaly`` (the reading this forecast follows lay far
+    outside its own forecast, or a stuck sensor) are added.
     """
     if not math.isfinite(value):
         raise ValueError(f"forecast value {value} for stream {stream!r} is not finite")
@@ -272,9 +278,13 @@ def encode_forecast(
     # formatted directly (float repr is valid JSON): this runs once per forecast on the worker thread
     text = (
         f'{{"stream":{_json_str(stream)},"ts":{float(ts)!r},"forecast_ts":{fts},"value":{float(value)!r},'
-        f'"model":{_json_str(model_id)},"backend":{_json_str(backend)}}}'
+        f'"model":{_json_str(model_id)},"backend":{_json_str(backend)}'
     )
-    return text.encode()
+    if anomaly is not None:
+        lo = "null" if lower is None or not math.isfinite(lower) else repr(float(lower))
+        hi = "null" if upper is None or not math.isfinite(upper) else repr(float(upper))
+        text += f',"lower":{lo},"upper":{hi},"anomaly":{"true" if anomaly else "false"}'
+    return (text + "}").encode()
 
 
 def _json_str(text: str) -> str:
@@ -294,6 +304,10 @@ class Forecast:
     value: float
     model: str
     backend: str
+    # with the per-stream adaptation on (edge_gru.adaptation); None when the payload has none
+    lower: float | None = None
+    upper: float | None = None
+    anomaly: bool | None = None
 
 
 def decode_forecast(payload: bytes) -> Forecast:
@@ -314,6 +328,10 @@ def decode_forecast(payload: bytes) -> Forecast:
         if not isinstance(doc[key], str):
             raise _reject(DropReason.BAD_PAYLOAD, f"forecast field {key!r} must be a string")
     fts = doc["forecast_ts"]
+    anomaly = doc.get("anomaly")
+    if anomaly is not None and not isinstance(anomaly, bool):
+        raise _reject(DropReason.BAD_PAYLOAD, "forecast field 'anomaly' must be true or false")
+    bounds = {k: None if doc.get(k) is None else _number(doc[k], k) for k in ("lower", "upper")}
     return Forecast(
         stream=doc["stream"],
         ts=_number(doc["ts"], "ts"),
@@ -321,4 +339,6 @@ def decode_forecast(payload: bytes) -> Forecast:
         value=_number(doc["value"], "value"),
         model=doc["model"],
         backend=doc["backend"],
+        anomaly=anomaly,
+        **bounds,
     )

@@ -26,7 +26,7 @@ import numpy as np
 
 import edge_gru
 from edge_gru.daemon.checkpoint import Checkpointer
-from edge_gru.daemon.config import Config, ModelConfig, describe, load_config
+from edge_gru.daemon.config import Config, ModelConfig, adaptation_spec, describe, load_config
 from edge_gru.daemon.discovery import Discovery
 from edge_gru.daemon.logs import event
 from edge_gru.daemon.mqttclient import MqttClient
@@ -90,6 +90,7 @@ class Service:
             settings=s,
             warn_interval_s=cfg.logging.warn_interval_s,
             on_first_forecast=self.discovery.announce if self.discovery else None,
+            adaptation=lambda m: adaptation_spec(cfg.model, m.manifest.extra),
         )
         self.checkpointer = Checkpointer(cfg.checkpoint_path)
         self.checkpointer.restore(self.worker.pool)

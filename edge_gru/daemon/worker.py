@@ -36,6 +36,7 @@ from edge_gru.errors import PayloadError
 from edge_gru.pool import Status, StreamPool
 
 if TYPE_CHECKING:
+    from edge_gru.adaptation import AdaptationSpec
     from edge_gru.model import Model
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class Worker:
         pool: StreamPool | None = None,
         on_first_forecast: Callable[[str], None] | None = None,
         warn_interval_s: float = 10.0,
+        adaptation: Callable[[Model], AdaptationSpec | None] | None = None,
     ) -> None:
         """``settings``: the daemon's ``[streams]`` (defaults when None); ``pool`` replaces the one built from it."""
         s = StreamsConfig() if settings is None else settings
@@ -95,6 +97,7 @@ class Worker:
         self.on_first_forecast = on_first_forecast
         self._clock = clock
         self._features = model.manifest.features
+        self.adaptation = adaptation  # the adaptation settings for a model; None: the bundle's own
         self.pool = pool if pool is not None else self._new_pool(model)
         self.stats = Stats(clock=clock)
         self._warnings = RateLimitedWarnings(log, interval_s=warn_interval_s)
@@ -177,10 +180,14 @@ class Worker:
             drops[DropReason.INTERNAL_ERROR] = k
         else:
             status, forecasts, forecast_ts = r.status, r.forecasts, r.forecast_ts
+            bands = None
+            if self.pool.adapter is not None and r.lower is not None and r.upper is not None and r.anomaly is not None:
+                bands = (r.lower, r.upper, r.anomaly)
             forecast_rows = np.flatnonzero(status == Status.FORECAST)
             ok = np.zeros(forecast_rows.shape[0], dtype=bool)
             model_id, backend = self.model.id, self.model.backend_name
             ts_list, fts_list, y_list = ts.tolist(), forecast_ts.tolist(), forecasts.tolist()
+            lo_list, hi_list, an_list = (b.tolist() for b in bands) if bands is not None else ([], [], [])
             template, publish = self.output_template, self.publisher.publish
             qos, retain = self.settings.output_qos, self.settings.output_retain
             for j, i in enumerate(forecast_rows.tolist()):
@@ -197,6 +204,7 @@ class Worker:
                     value=y_list[i],
                     model_id=model_id,
                     backend=backend,
+                    **({"lower": lo_list[i], "upper": hi_list[i], "anomaly": an_list[i]} if bands is not None else {}),
                 )
                 try:
                     publish(output_topic(template, stream), payload, qos=qos, retain=retain)
@@ -267,6 +275,7 @@ class Worker:
             use_receive_time=s.use_receive_time,
             max_abs_value=s.max_abs_value,
             max_id_bytes=s.max_id_bytes,
+            adaptation=self.adaptation(model) if self.adaptation is not None else None,
         )
 
     def snapshot(self, *, mark: bool = False) -> dict[str, Any]:
@@ -276,6 +285,7 @@ class Worker:
             backend=self.model.backend_name,
             gap_resets=self.pool.gap_resets,
             expired=self.pool.expired,
+            anomalies=self.pool.anomalies,
         )
         return self.stats.snapshot(queued=len(self._queue), streams=len(self.pool), mark=mark)
 

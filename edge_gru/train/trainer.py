@@ -15,6 +15,7 @@ dropout, chunk cuts) and TensorFlow op determinism is enabled.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +35,7 @@ from edge_gru.series import Series
 from edge_gru.train import datasets, networks, tflite_export
 from edge_gru.train.datasets import Prepared
 
+log = logging.getLogger(__name__)
 METRICS = "metrics.json"
 Echo = Callable[[str], None]
 
@@ -244,6 +246,10 @@ def train(
             }
         )
     metrics["tflite"] = {**sizes, **int8_report}
+    metrics["guard"] = persistence_guard(metrics)
+    for warning in metrics["guard"]["warnings"]:
+        log.warning("%s", warning)
+        say(f"WARNING: {warning}")
     training_summary = {
         "source": "edge-gru train",
         "data": [s.source for s in items],
@@ -257,6 +263,7 @@ def train(
         "test_persistence_rmse": metrics["test"]["persistence"]["rmse"],
         "test_units": metrics["test"].get("units", "raw units of the target"),
         **{f"tflite_{k}": v for k, v in metrics["tflite"].items() if isinstance(v, int | float | bool)},
+        "guard_warnings": len(metrics["guard"]["warnings"]),
     }
     manifest = replace(manifest, training=training_summary)
     extra[METRICS] = (json.dumps(jsonable(metrics), indent=2) + "\n").encode()
@@ -650,6 +657,42 @@ def _metrics(
             }
         metrics["test"] = summary
     return metrics
+
+
+def persistence_guard(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Does the float model, and the int8 one, beat persistence on every series' test split?
+
+    A trained model that loses to "the next reading equals this one" should not ship
+    silently; an int8 model that loses while the float one wins is a calibration problem, and
+    the float step model (numba, or ``tflite``) is what should serve.
+    """
+    per: dict[str, dict[str, float]] = {}
+    warnings: list[str] = []
+    for name, entry in metrics["per_series"].items():
+        pers = entry["persistence"]["mae"]
+        ratios = {k: entry[k]["mae"] / pers for k in ("gru", "tflite-int8") if k in entry and pers > 0}
+        per[name] = ratios
+        float_ratio, int8_ratio = ratios.get("gru"), ratios.get("tflite-int8")
+        if float_ratio is not None and not float_ratio < 1.0:
+            warnings.append(
+                f"{name}: the float model loses to persistence on the test split (MAE / persistence "
+                f"{float_ratio:.3f}); serve it with the per-stream adaptation on, train longer, or add data"
+            )
+        if int8_ratio is not None and not int8_ratio < 1.0:
+            also = "while the float model wins " if float_ratio is not None and float_ratio < 1.0 else ""
+            warnings.append(
+                f"{name}: the int8 model loses to persistence {also}on the test split (MAE / persistence "
+                f"{int8_ratio:.3f}); serve the float step model (--backend numba or tflite), not tflite-int8"
+            )
+    float_ok = all(r.get("gru", 0.0) < 1.0 for r in per.values())
+    int8_ok = all(r.get("tflite-int8", 0.0) < 1.0 for r in per.values())
+    return {
+        "mae_ratio": per,
+        "float_beats_persistence": float_ok,
+        "int8_beats_persistence": int8_ok if any("tflite-int8" in r for r in per.values()) else None,
+        "int8_loses_while_float_wins": bool(float_ok and not int8_ok),
+        "warnings": warnings,
+    }
 
 
 LABELS = {

@@ -61,7 +61,10 @@ def pool_forecasts(bundle: Path, values: np.ndarray, ts: np.ndarray) -> np.ndarr
     """The Python pool (numpy backend, one stream) fed the same float32 readings: forecast or NaN per reading."""
     import edge_gru
 
-    pool = edge_gru.load(bundle, backend="numpy").pool(max_streams=1)
+    # the C export serves the bare GRU (docs/firmware.md): compare with the pool's adaptation off
+    from edge_gru.adaptation import OFF
+
+    pool = edge_gru.load(bundle, backend="numpy").pool(max_streams=1, adaptation=OFF)
     x = values.astype(np.float32).astype(np.float64)
     return np.array([pool.update(["s"], x[i : i + 1], ts[i : i + 1])[0] for i in range(len(x))])
 

@@ -309,12 +309,12 @@ class _Collector:
 def test_daemon_payloads_carry_the_interval_and_flag(model: edge_gru.Model, tmp_path: Path, mode: str) -> None:
     from edge_gru.daemon.config import adaptation_spec, load_config
     from edge_gru.daemon.discovery import Discovery
-    from edge_gru.daemon.payload import TopicMap
     from edge_gru.daemon.worker import Worker
 
     cfg_path = tmp_path / "c.toml"
     cfg_path.write_text(
-        f"[mqtt]\nclient_id = 'pi'\n[model]\nadaptation = '{mode}'\n[streams]\noutput = 'pred/{{stream}}'\n"
+        f"[mqtt]\nclient_id = 'pi'\n[model]\nadaptation = '{mode}'\n"
+        "[streams]\ninput = ['s/{stream}']\noutput = 'pred/{stream}'\n"
         "[homeassistant]\nenabled = true\nanomaly_sensor = true\n"
     )
     cfg = load_config(cfg_path, environ={})
@@ -322,8 +322,7 @@ def test_daemon_payloads_carry_the_interval_and_flag(model: edge_gru.Model, tmp_
     worker = Worker(
         model=model,
         publisher=pub,
-        topics=TopicMap(["s/{stream}"]),
-        output_template="pred/{stream}",
+        settings=cfg.streams,
         on_first_forecast=Discovery(cfg, pub).announce,
         adaptation=lambda m: adaptation_spec(cfg.model, m.manifest.extra),
     )

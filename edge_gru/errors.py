@@ -23,6 +23,19 @@ class BackendUnavailableError(EdgeGruError):
     """The requested backend's runtime (numba, LiteRT, TensorFlow) is not installed."""
 
 
+class MissingExtraError(BackendUnavailableError):
+    """A feature needs an optional extra that this install lacks (a device install has no TensorFlow).
+
+    The message is one line naming the extra and the pip command, so the command line can print
+    it as it is (exit status 2) instead of a traceback ending in ``ModuleNotFoundError``.
+    """
+
+    def __init__(self, what: str, extra: str, *, module: str | None = None) -> None:
+        self.what, self.extra, self.module = what, extra, module
+        missing = f" (no module {module!r})" if module else ""
+        super().__init__(f"{what} needs the '{extra}' extra{missing}: pip install 'edge-gru[{extra}]'")
+
+
 class ConfigError(EdgeGruError):
     """A daemon or simulator configuration value is missing or invalid."""
 

@@ -46,11 +46,9 @@ from edge_gru.kernel_layout import MIN_TILE_STREAMS, STATE_PER_UNIT, TILE, packe
 try:
     import numba
 except ImportError as exc:  # pragma: no cover - exercised only without numba installed
-    from edge_gru.errors import BackendUnavailableError
+    from edge_gru.errors import MissingExtraError
 
-    raise BackendUnavailableError(
-        "the numba backend needs numba: pip install 'edge-gru[device]' (or use backend='numpy')"
-    ) from exc
+    raise MissingExtraError("the numba backend", "device", module="numba") from exc
 
 __all__ = [
     "JIT_OPTIONS",

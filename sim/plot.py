@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from edge_gru.errors import ConfigError
+from edge_gru.errors import MissingExtraError
 from sim.report import Report
 
 MAX_STREAMS = 4
@@ -21,7 +21,7 @@ def write_plot(report: Report, path: str | os.PathLike[str]) -> None:
     try:
         import matplotlib
     except ImportError as exc:
-        raise ConfigError("--plot needs matplotlib: pip install 'edge-gru[plot]'") from exc
+        raise MissingExtraError("--plot", "plot", module="matplotlib") from exc
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from edge_gru.backends.base import Backend
 from edge_gru.bundle import STEP_F32, STEP_INT8, Bundle
-from edge_gru.errors import BackendUnavailableError, BundleError
+from edge_gru.errors import BackendUnavailableError, BundleError, MissingExtraError
 
 MAX_BATCH = 1024
 INPUT_X, INPUT_H, OUTPUT_Y, OUTPUT_H = "x_t", "h_prev", "y", "h_t"
@@ -48,9 +48,7 @@ def interpreter_class() -> tuple[type, str]:
         return tf.lite.Interpreter, "tensorflow.lite"
     except ImportError:
         pass
-    raise BackendUnavailableError(
-        "the tflite backends need a TFLite interpreter: pip install 'edge-gru[tflite]' (ai-edge-litert)"
-    )
+    raise MissingExtraError("the tflite backend", "tflite", module="ai_edge_litert")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,11 @@ import sys
 
 import click
 
+from edge_gru.errors import MissingExtraError
+
+#: Exit status of a command that needs an extra this install lacks (as for a usage error).
+EX_MISSING_EXTRA = 2
+
 # command name -> (module, attribute, one-line help shown by --help without importing it)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("edge_gru.cli.train", "train", "Train a GRU on a CSV column and write a bundle (needs [train])."),
@@ -48,11 +53,33 @@ class LazyGroup(click.Group):
         assert isinstance(command, click.Command)
         return command
 
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            missing = missing_extra(exc)
+            if missing is None:
+                raise
+            name = ctx.invoked_subcommand or ""
+            click.echo(f"edge-gru {name}: {missing}" if name else f"edge-gru: {missing}", err=True)
+            ctx.exit(EX_MISSING_EXTRA)
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+
+
+def missing_extra(exc: BaseException | None) -> MissingExtraError | None:
+    """The :class:`MissingExtraError` behind ``exc``, however a command wrapped it (``raise ... from``)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, MissingExtraError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 @click.group(cls=LazyGroup)

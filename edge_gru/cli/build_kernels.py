@@ -43,6 +43,9 @@ def build_kernels(out: str | None, variant: str, check: bool, as_json: bool) -> 
     if check:
         _check(dirs, as_json)
         return
+    from edge_gru.extras import require_extra
+
+    require_extra("device", "compiling the kernels", modules=("numba",))
     variants = aot.VARIANTS if variant == "all" else (variant,)
     if not as_json:
         click.echo(f"compiling {', '.join(variants)} kernels into {dirs[0]} (about a minute each) ...", err=True)

@@ -137,12 +137,11 @@ def load_for_csv(
     series = read_series(data, column=column, time_column=time_column, features=extra, strict=strict)
     report_dropped(series)
     if backend == KERAS_REFERENCE:
-        try:
-            from edge_gru.train.keras_backend import load_keras
-        except ImportError as exc:
-            raise click.ClickException(
-                f"--backend keras needs TensorFlow: pip install 'edge-gru[train]' ({exc})"
-            ) from exc
+        from edge_gru.extras import require_extra
+
+        require_extra("train", "--backend keras")
+        from edge_gru.train.keras_backend import load_keras
+
         return load_keras(bundle_dir), series
     return load(bundle_dir, backend=backend), series
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 from edge_gru.errors import EdgeGruError
@@ -15,12 +17,15 @@ from edge_gru.errors import EdgeGruError
 @click.option("--sample-period", type=float, default=None, help="Seconds between samples (for gap resets).")
 def import_keras(model_path: str, out: str, window: int | None, mode: str | None, sample_period: float | None) -> None:
     """Turn MODEL_PATH (a .keras Sequential GRU + Dense(1)) into a bundle."""
+    from edge_gru.extras import require_extra
+
+    require_extra("train", "importing a Keras model")
+    from edge_gru.train.keras_import import import_keras as run
+    from edge_gru.train.tfruntime import quiet_tensorflow
+
     try:
-        from edge_gru.train.keras_import import import_keras as run
-    except ImportError as exc:
-        raise click.ClickException(f"import-keras needs TensorFlow: pip install 'edge-gru[train]' ({exc})") from exc
-    try:
-        bundle = run(model_path, out, window=window, mode=mode, sample_period_s=sample_period)
+        with quiet_tensorflow(logging.getLogger().isEnabledFor(logging.INFO)):
+            bundle = run(model_path, out, window=window, mode=mode, sample_period_s=sample_period)
     except EdgeGruError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"wrote {bundle.path} ({bundle.id})")

@@ -20,14 +20,18 @@ import click
 def serve(config_path: str, check: bool) -> None:
     """Subscribe to sensor topics, forecast each stream's next sample, publish the forecasts.
 
-    Exit status: 0 after SIGTERM, 78 for a bad config or bundle (systemd: RestartPreventExitStatus=78).
+    Exit status: 0 after SIGTERM, 78 for a bad config or bundle (systemd: RestartPreventExitStatus=78),
+    2 when the install lacks an extra the config needs (paho-mqtt, LiteRT).
     """
+    from edge_gru.extras import require_extra
+
+    require_extra("device", "the MQTT daemon", modules=("paho",))
     from edge_gru.daemon.service import forbid_tensorflow
 
     forbid_tensorflow()  # before anything could import it: the daemon never runs TensorFlow
     from edge_gru.daemon import logs
     from edge_gru.daemon.config import load_config
-    from edge_gru.errors import EdgeGruError
+    from edge_gru.errors import EdgeGruError, MissingExtraError
 
     logs.configure("info")
     try:
@@ -43,6 +47,8 @@ def serve(config_path: str, check: bool) -> None:
     if check:
         try:
             report = check_config(cfg)
+        except MissingExtraError:
+            raise  # one line and exit status 2, from the command group
         except (EdgeGruError, OSError) as exc:
             click.echo(f"edge-gru serve --check: {exc}", err=True)
             sys.exit(EX_CONFIG)
@@ -60,6 +66,8 @@ def serve(config_path: str, check: bool) -> None:
 
             sys.exit(ClusterService(cfg).run())
         service = Service(cfg)
+    except MissingExtraError:
+        raise
     except (EdgeGruError, OSError) as exc:
         click.echo(f"edge-gru serve: {exc}", err=True)
         sys.exit(EX_CONFIG)

@@ -111,6 +111,12 @@ def simulate(
     if logging.getLogger().getEffectiveLevel() >= logging.WARNING:
         # The report counts every dropped reading; the worker's per-reading warnings would only be noise here.
         logging.getLogger("edge_gru.daemon").setLevel(logging.ERROR)
+    from edge_gru.extras import require_extra
+
+    if plot:
+        require_extra("plot", "--plot")  # before the run, not after it
+    if broker or spawn_broker:
+        require_extra("device", "--broker" if broker else "--spawn-broker", modules=("paho",))
     try:
         if list_scenarios:
             _list_scenarios()

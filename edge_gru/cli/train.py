@@ -65,6 +65,8 @@ from edge_gru.errors import EdgeGruError
 @click.option("--name", default=None, help="Bundle name (default: the output folder's name).")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json instead of the table.")
 @strict_option
+@click.option("--force", is_flag=True, help="Write into --out even when it is a non-empty directory.")
+@click.option("--verbose", is_flag=True, help="Let TensorFlow log to stderr (CUDA probing, oneDNN, graph warnings).")
 def train(
     data: str,
     column: str,
@@ -90,6 +92,8 @@ def train(
     name: str | None,
     as_json: bool,
     strict: bool,
+    force: bool,
+    verbose: bool,
 ) -> None:
     """Train on column --column of DATA (CSV) and write a bundle with float32 and int8 TFLite models.
 
@@ -100,13 +104,15 @@ def train(
     import json
     from pathlib import Path
 
+    from edge_gru.extras import require_extra
     from edge_gru.series import read_series
 
-    try:
-        from edge_gru.train.trainer import TrainConfig, jsonable
-        from edge_gru.train.trainer import train as run
-    except ImportError as exc:
-        raise click.ClickException(f"training needs TensorFlow: pip install 'edge-gru[train]' ({exc})") from exc
+    refuse_existing_output(out, force)
+    require_extra("train", "training")
+    from edge_gru.train.tfruntime import quiet_tensorflow
+    from edge_gru.train.trainer import TrainConfig, jsonable
+    from edge_gru.train.trainer import train as run
+
     extra = [f.strip() for f in features.split(",") if f.strip()]
     try:
         series = read_series(data, column=column, time_column=time_column, features=extra, strict=strict)
@@ -131,7 +137,8 @@ def train(
             name=name or Path(out).name or "model",
         )
         echo = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
-        result = run(series, out, config, echo=None if as_json else echo)
+        with quiet_tensorflow(verbose):
+            result = run(series, out, config, echo=None if as_json else echo)
     except EdgeGruError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
@@ -140,3 +147,27 @@ def train(
         click.echo(json.dumps(jsonable(result.metrics), indent=2))
     else:
         click.echo(f"wrote {result.bundle.path} ({result.bundle.id})")
+
+
+def refuse_existing_output(out: str, force: bool) -> None:
+    """Refuse to write a bundle over a non-empty directory (an earlier bundle, or anything else) without --force.
+
+    Checked before the data is read and TensorFlow loads, so the refusal costs nothing.
+    """
+    from pathlib import Path
+
+    path = Path(out)
+    if force or not path.exists():
+        return
+    if not path.is_dir():
+        raise click.BadParameter(f"{out} exists and is not a directory", param_hint="--out")
+    try:
+        occupied = any(path.iterdir())
+    except OSError as exc:
+        raise click.BadParameter(f"{out}: cannot read the directory ({exc.strerror})", param_hint="--out") from exc
+    if occupied:
+        what = "a bundle" if (path / "manifest.json").exists() else "files"
+        raise click.BadParameter(
+            f"{out} is not empty (it holds {what}); choose a new directory, or pass --force to write over it",
+            param_hint="--out",
+        )

@@ -16,6 +16,7 @@ import numpy as np
 from edge_gru.backends.base import Backend
 from edge_gru.bundle import Bundle
 from edge_gru.model import Model
+from edge_gru.train import tfruntime
 
 
 class KerasBackend(Backend):
@@ -23,7 +24,7 @@ class KerasBackend(Backend):
 
     def __init__(self, bundle: Bundle) -> None:
         super().__init__(bundle)
-        import keras
+        keras = tfruntime.keras()
 
         self._keras = keras
         w = bundle.weights

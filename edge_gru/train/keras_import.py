@@ -10,6 +10,7 @@ import numpy as np
 
 from edge_gru.bundle import Bundle, GRUWeights, Manifest, Normalization, write_bundle
 from edge_gru.errors import BundleError
+from edge_gru.train import tfruntime
 
 
 def gru_weights_from_keras(model: Any) -> tuple[GRUWeights, dict[str, Any]]:
@@ -17,7 +18,7 @@ def gru_weights_from_keras(model: Any) -> tuple[GRUWeights, dict[str, Any]]:
 
     Returns the weights and the architecture facts read off the model (window, stateful).
     """
-    import keras
+    keras = tfruntime.keras()
 
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     if not isinstance(model, keras.Sequential):
@@ -88,7 +89,7 @@ def import_keras(
 ) -> Bundle:
     """Write a bundle for a Keras GRU(+Dense(1)) model (object or ``.keras`` path)."""
     if isinstance(model_or_path, str | os.PathLike):
-        import keras
+        keras = tfruntime.keras()
 
         path = Path(model_or_path)
         if not path.is_file():

@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 
 from edge_gru.bundle import GRUWeights
+from edge_gru.train import tfruntime
 
 
 def _cell_layer(cell: str, units: int, dropout: float, **kwargs: Any) -> Any:
-    import keras
+    keras = tfruntime.keras()
 
     if cell == "gru":
         return keras.layers.GRU(units, dropout=dropout, reset_after=True, name="gru", **kwargs)
@@ -30,7 +31,7 @@ def _cell_layer(cell: str, units: int, dropout: float, **kwargs: Any) -> Any:
 
 def window_network(*, units: int, window: int, features: int, dropout: float = 0.0, cell: str = "gru") -> Any:
     """``Sequential([GRU(units), Dense(1)])`` on (window, features) inputs."""
-    import keras
+    keras = tfruntime.keras()
 
     return keras.Sequential(
         [
@@ -44,7 +45,7 @@ def window_network(*, units: int, window: int, features: int, dropout: float = 0
 
 def sequence_network(*, units: int, features: int, dropout: float = 0.0, cell: str = "gru") -> Any:
     """Inputs ``x`` (B, T, I), ``mask`` (B, T) bool and initial state(s); outputs y (B, T, 1) and final state(s)."""
-    import keras
+    keras = tfruntime.keras()
 
     x = keras.Input((None, features), name="x")
     mask = keras.Input((None,), dtype="bool", name="mask")

@@ -21,6 +21,7 @@ import numpy as np
 
 from edge_gru import reference
 from edge_gru.bundle import GRUWeights
+from edge_gru.train import tfruntime
 
 INPUT_X = "x_t"
 INPUT_H = "h_prev"
@@ -30,7 +31,7 @@ OUTPUT_H = "h_t"
 
 def _step_module(weights: GRUWeights) -> Any:
     """A tf.Module whose ``step`` is the Keras GRU cell maths on constant weights."""
-    import tensorflow as tf
+    tf = tfruntime.tensorflow()
 
     u = weights.units
     kernel = tf.constant(weights.kernel)
@@ -41,7 +42,7 @@ def _step_module(weights: GRUWeights) -> Any:
     dense_b = tf.constant(weights.dense_bias)
     reset_after = weights.reset_after
 
-    class Step(tf.Module):
+    class Step(tf.Module):  # type: ignore[name-defined,misc]
         @tf.function(
             input_signature=[
                 tf.TensorSpec([None, weights.input_features], tf.float32, name=INPUT_X),
@@ -70,7 +71,7 @@ def _step_module(weights: GRUWeights) -> Any:
 
 
 def _converter(weights: GRUWeights) -> Any:
-    import tensorflow as tf
+    tf = tfruntime.tensorflow()
 
     module = _step_module(weights)
     concrete = module.step.get_concrete_function()
@@ -91,7 +92,7 @@ def convert_int8(
     ``int8_io``: also make the model's inputs and outputs int8 (the caller quantizes the
     carried state every step); otherwise they stay float32 with int8 inside.
     """
-    import tensorflow as tf
+    tf = tfruntime.tensorflow()
 
     converter = _converter(weights)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -32,7 +32,7 @@ from edge_gru.model import Model
 from edge_gru.pool import Status
 from edge_gru.scoring import Scores
 from edge_gru.series import Series
-from edge_gru.train import datasets, networks, tflite_export
+from edge_gru.train import datasets, networks, tflite_export, tfruntime
 from edge_gru.train.datasets import Prepared
 
 log = logging.getLogger(__name__)
@@ -125,8 +125,8 @@ def train(
     names: Sequence[str] | None = None,
 ) -> TrainResult:
     """Train on one or more series (same features), write the bundle to ``out``, return it with metrics."""
-    import keras
-    import tensorflow as tf
+    keras = tfruntime.keras()
+    tf = tfruntime.tensorflow()
 
     cfg = config or TrainConfig()
     say = echo or (lambda _msg: None)
@@ -285,7 +285,7 @@ def _progress(say: Echo, epoch: int, epochs: int, loss: float, val: float, best:
 
 
 def _fit_windows(items: Sequence[Prepared], cfg: TrainConfig, cell: str, say: Echo) -> tuple[Any, list[dict]]:
-    import keras
+    keras = tfruntime.keras()
 
     x, y, w = datasets.windows(items, "train", cfg.window)
     xv, yv, wv = datasets.windows(items, "val", cfg.window)
@@ -321,7 +321,7 @@ def _fit_windows(items: Sequence[Prepared], cfg: TrainConfig, cell: str, say: Ec
 
 
 def _learning_rate(cfg: TrainConfig, updates: int) -> Any:
-    import keras
+    keras = tfruntime.keras()
 
     if not cfg.cosine_decay:
         return cfg.learning_rate
@@ -334,8 +334,8 @@ def _stop(history: list[dict[str, float]], patience: int) -> bool:
 
 
 def _fit_stateful(items: Sequence[Prepared], cfg: TrainConfig, cell: str, say: Echo) -> tuple[Any, list[dict]]:
-    import keras
-    import tensorflow as tf
+    keras = tfruntime.keras()
+    tf = tfruntime.tensorflow()
 
     warmup = cfg.served_warmup
     train_tracks = datasets.tracks(items, "train", warmup=warmup)
@@ -494,7 +494,7 @@ def _pad_tracks(tracks: Sequence[datasets.Track]) -> tuple[np.ndarray, np.ndarra
 
 def _compiled_forward(network: Any) -> Callable[..., Any]:
     """The sequence network's outputs as a compiled graph: run eagerly, the RNN loop is ~50x slower."""
-    import tensorflow as tf
+    tf = tfruntime.tensorflow()
 
     @tf.function(reduce_retracing=True)
     def forward(x: Any, m: Any, states: Any) -> Any:

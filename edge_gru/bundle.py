@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from edge_gru.adaptation import AdaptationSpec
-from edge_gru.atomicfile import atomic_write
+from edge_gru.atomicfile import PUBLIC, atomic_write
 from edge_gru.errors import BundleError
 
 FORMAT = "edge-gru-bundle"
@@ -456,12 +456,12 @@ def write_bundle(
     root.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
     weights_path = root / WEIGHTS
-    atomic_write(weights_path, lambda fh: np.savez(fh, **weights.as_dict()))  # type: ignore[arg-type]
+    atomic_write(weights_path, lambda fh: np.savez(fh, **weights.as_dict()), mode=PUBLIC)  # type: ignore[arg-type]
     files[WEIGHTS] = sha256_file(weights_path)
     for name, payload in (extra_files or {}).items():
         if name != os.path.basename(name) or name in (MANIFEST, WEIGHTS):
             raise BundleError(f"cannot add {name!r} to a bundle: not a plain extra file name")
-        atomic_write(root / name, functools.partial(_write_bytes, payload))
+        atomic_write(root / name, functools.partial(_write_bytes, payload), mode=PUBLIC)
         files[name] = sha256_file(root / name)
     for name in manifest.files:
         if name not in files and (root / name).is_file():
@@ -469,7 +469,7 @@ def write_bundle(
     bundle_id = compute_bundle_id(manifest.name, files, manifest)
     final = Manifest(**{**manifest.__dict__, "files": files, "bundle_id": bundle_id})
     text = json.dumps(final.to_json(), indent=2, sort_keys=False) + "\n"
-    atomic_write(root / MANIFEST, lambda fh: fh.write(text.encode()))
+    atomic_write(root / MANIFEST, lambda fh: fh.write(text.encode()), mode=PUBLIC)
     return load_bundle(root)
 
 

@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import BinaryIO
 
-from edge_gru.atomicfile import atomic_write
+from edge_gru.atomicfile import PUBLIC, atomic_write
 from edge_gru.bundle import STEP_INT8, Bundle, load_bundle
 from edge_gru.errors import EdgeGruError
 from firmware_export import c_literals
@@ -128,7 +128,7 @@ def export(
     for name, text in sources.items():
         path = out / name
         try:
-            atomic_write(path, functools.partial(_write_text, text))
+            atomic_write(path, functools.partial(_write_text, text), mode=PUBLIC)
         except OSError as exc:
             raise ExportError(f"{path}: cannot write ({exc.strerror or exc}); choose another --out folder") from exc
         written.append(path)

@@ -14,42 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DATA, DEFAULT_MODEL, ROOT
-
-BLOCKED_RUN = """
-import sys
-
-blocked = set(sys.argv[1].split(","))
-
-
-class NotInstalled:
-    def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] in blocked:
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
-
-
-sys.meta_path.insert(0, NotInstalled())
-for loaded in [m for m in sys.modules if m.partition(".")[0] in blocked]:
-    del sys.modules[loaded]
-from edge_gru.cli import main
-
-main(sys.argv[2:], prog_name="edge-gru")
-"""
+from tests.pyrun import NOT_INSTALLED, run_cli_without
 
 SST = str(DATA / "sst_neracoos_b01_30min.csv")
-
-
-def run_without(blocked: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    import os
-
-    return subprocess.run(
-        [sys.executable, "-c", BLOCKED_RUN, blocked, *args],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 CASES = {
@@ -86,7 +53,7 @@ def test_missing_extra_is_one_line_naming_it_with_exit_status_2(case: str, tmp_p
     blocked, extra, args = CASES[case]
     argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
     # numba only: force the JIT, so that ahead-of-time kernels built on this machine are not used instead
-    res = run_without(blocked, *argv, env={"EDGE_GRU_KERNELS": "jit"})
+    res = run_cli_without(blocked, *argv, env={"EDGE_GRU_KERNELS": "jit"})
     lines = res.stderr.strip().splitlines()
     assert res.returncode == 2, (res.returncode, res.stderr[-3000:])
     assert len(lines) == 1, res.stderr[-3000:]
@@ -97,11 +64,18 @@ def test_missing_extra_is_one_line_naming_it_with_exit_status_2(case: str, tmp_p
 
 def test_the_blocker_blocks_and_commands_run_without_it(tmp_path: Path) -> None:
     """The same command with nothing blocked gets past the extra check (here: to the evaluation itself)."""
-    res = run_without("nothing", "evaluate", str(DEFAULT_MODEL), SST, "--column", "temperature", "--backend", "numpy")
+    res = run_cli_without(
+        "nothing", "evaluate", str(DEFAULT_MODEL), SST, "--column", "temperature", "--backend", "numpy"
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "one-step forecasts" in res.stdout
     probe = subprocess.run(
-        [sys.executable, "-c", BLOCKED_RUN.replace("from edge_gru.cli import main", "import matplotlib"), "matplotlib"],
+        [
+            sys.executable,
+            "-c",
+            NOT_INSTALLED.replace("from edge_gru.cli import main", "import matplotlib"),
+            "matplotlib",
+        ],
         capture_output=True,
         text=True,
     )

@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+from edge_gru.errors import EdgeGruError
 from edge_gru.extras import require_extra
 
 #: The C++ log level set (unless already set) before TensorFlow is imported: errors only.
@@ -57,8 +58,9 @@ def keras(what: str = "training") -> Any:
 def quiet_tensorflow(verbose: bool = False) -> Iterator[None]:
     """Keep TensorFlow's native and Python log output off stderr (unless ``verbose``) while the body runs.
 
-    On an exception the captured native output is written to stderr after all, before the
-    traceback, since it may say why TensorFlow failed.
+    When TensorFlow itself fails (any exception but an :class:`~edge_gru.errors.EdgeGruError`),
+    the captured native output is written to stderr after all, before the traceback, since it
+    may say why.
     """
     if verbose:
         yield
@@ -94,6 +96,9 @@ def quiet_tensorflow(verbose: bool = False) -> Iterator[None]:
         try:
             yield
             failed = False
+        except EdgeGruError:
+            failed = False  # bad input, said in edge-gru's own words: TensorFlow's chatter adds nothing
+            raise
         finally:
             if real is not None:
                 real.flush()

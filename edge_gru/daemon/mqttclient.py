@@ -7,7 +7,8 @@ What a daemon that must not lose readings needs from its client:
   the daemon restarts;
 - subscriptions renewed on every connect (a broker that lost its state forgets them);
 - reconnects with capped exponential back-off (paho's, between ``reconnect_min_s`` and
-  ``reconnect_max_s``);
+  ``reconnect_max_s``), each failed attempt logged with the time of the next one while the
+  back-off grows, then at most once a minute;
 - manual acknowledgement: a reading is acknowledged once it is in the worker's queue, and
   not at all once the daemon is stopping, so the broker redelivers it to the next run;
 - the retained status topic ``edge-gru/<client_id>/status``: ``online`` once subscribed,
@@ -23,6 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -36,7 +38,7 @@ from edge_gru.daemon.logs import event
 
 log = logging.getLogger(__name__)
 
-CONNECT_FAIL_LOG_S = 60.0  # while the broker stays unreachable, one warning a minute
+CONNECT_FAIL_LOG_S = 60.0  # once the back-off is at its cap, at most one warning a minute
 SHORT_CONNECTION_S = 30.0  # connections this short, several in a row, mean something fights us for the session
 ONLINE = b"online"
 OFFLINE = b"offline"
@@ -70,6 +72,8 @@ class MqttClient:
         self._short_connections = 0
         self.failed_attempts = 0  # since the last successful connect
         self._last_fail_log = 0.0
+        self._logged_delay: float | None = None
+        self._retry_delay: float | None = None  # paho's current back-off, mirrored (see _next_retry_delay)
         self.v5 = cfg.protocol == "5"
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -170,6 +174,7 @@ class MqttClient:
             return
         self.connects += 1
         self.failed_attempts = 0
+        self._retry_delay = self._logged_delay = None  # paho resets its back-off on a successful CONNACK
         self._connected_at = time.monotonic()
         if self.connects > 1:
             self.reconnects += 1
@@ -219,9 +224,11 @@ class MqttClient:
         reason = f"{type(exc).__name__}: {exc}" if exc is not None else "connection failed"
         self.last_error = reason
         self.failed_attempts += 1
+        delay = self._next_retry_delay()
         now = time.monotonic()
-        if self.failed_attempts == 1 or now - self._last_fail_log >= CONNECT_FAIL_LOG_S:
-            self._last_fail_log = now
+        # Every attempt while the back-off still grows (1, 2, 4 ... s: a few lines), then one a minute.
+        if delay != self._logged_delay or now - self._last_fail_log >= CONNECT_FAIL_LOG_S:
+            self._last_fail_log, self._logged_delay = now, delay
             event(
                 log,
                 logging.WARNING,
@@ -230,6 +237,8 @@ class MqttClient:
                 port=self.cfg.port,
                 reason=reason,
                 attempts=self.failed_attempts,
+                retry_in_s=round(delay, 3),
+                next_retry=_utc_after(delay),
                 hint=_connect_hint(exc),
             )
 
@@ -245,16 +254,33 @@ class MqttClient:
                 f"{self._short_connections} connections in a row lasted under {SHORT_CONNECTION_S:g} s: another client "
                 "may use the same mqtt.client_id (each daemon needs its own), or the broker refuses a topic (ACL)"
             )
-        if was and not self._closing:
+        if self._closing:
+            return
+        delay = self._next_retry_delay()  # paho waits once after every disconnect it did not ask for
+        if was:
             event(
                 log,
                 logging.WARNING,
                 "mqtt_connection_lost",
                 reason=str(reason_code),
                 connected_for_s=round(lasted, 1),
-                retry_within_s=self.cfg.reconnect_max_s,
+                retry_in_s=round(delay, 3),
+                next_retry=_utc_after(delay),
                 **({"hint": hint} if hint else {}),
             )
+
+    def _next_retry_delay(self) -> float:
+        """The wait paho takes after this failure: ``reconnect_min_s``, doubled per failure, capped.
+
+        paho's documented back-off (``reconnect_delay_set``), which it reports nowhere: called
+        once per failed attempt or lost connection, as paho waits once for each.
+        """
+        cfg = self.cfg
+        if self._retry_delay is None:
+            self._retry_delay = cfg.reconnect_min_s
+        else:
+            self._retry_delay = min(self._retry_delay * 2, cfg.reconnect_max_s)
+        return self._retry_delay
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         received = self._clock()
@@ -269,6 +295,11 @@ class MqttClient:
             accept = True
         if accept:
             client.ack(msg.mid, msg.qos)
+
+
+def _utc_after(seconds: float) -> str:
+    """ISO 8601 UTC time ``seconds`` from now, to the millisecond (what a reader of the journal compares)."""
+    return datetime.fromtimestamp(time.time() + seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _connect_hint(exc: BaseException | None) -> str:

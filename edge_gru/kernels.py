@@ -55,6 +55,7 @@ __all__ = [
     "MIN_TILE_STREAMS",
     "STATE_PER_UNIT",
     "TILE",
+    "compiled_here",
     "gru_step",
     "gru_step_batch",
     "gru_windows",
@@ -504,6 +505,11 @@ def gru_windows(p, windows, scratch, y, reset_after):  # type: ignore[no-untyped
                     xt[i * t + c] = xs[i]
             _tile_step(p, xt, ht, hn, rh, acc, t, n, reset_after)
         _tile_dense(p, hn, t, n, u, dense, y[start : start + n])
+
+
+def compiled_here() -> int:
+    """Kernel signatures this process compiled rather than loaded from numba's cache (0: all cached)."""
+    return sum(sum(f.stats.cache_misses.values()) for f in (gru_step, gru_step_batch, gru_windows))
 
 
 def warm_up(units: int = 4, features: int = 1) -> None:

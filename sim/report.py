@@ -178,7 +178,7 @@ class Report:
                 "wall_s": round(o.wall_s, 4),
                 "readings_per_s": round(o.received / o.wall_s, 1) if o.wall_s > 0 else None,
                 "latency": {"kind": o.latency_kind, **o.latency_ms},
-                **{k: v for k, v in o.extra.items() if k in ("batches",)},
+                **{k: v for k, v in o.extra.items() if k in ("batches", "warmup")},
             },
         }
 
@@ -270,6 +270,11 @@ class Report:
             lines.append(f"latency    p50 {lat['p50_ms']:.3f} ms, p99 {lat['p99_ms']:.3f} ms ({o.latency_kind})")
         rate = o.received / o.wall_s if o.wall_s > 0 else float("nan")
         lines.append(f"throughput {o.received:,} readings in {o.wall_s:.2f} s = {rate:,.0f} readings/s")
+        warmup = o.extra.get("warmup")
+        if warmup:
+            what = {True: "numba compiled the kernels; cached for later runs", False: "kernels from numba's cache"}
+            detail = what.get(warmup.get("compiled"), f"{o.backend} backend")
+            lines.append(f"warm-up    {warmup['s']:.2f} s before the clock started ({detail}), not in the throughput")
         return "\n".join(lines)
 
     def _totals_row(self) -> dict[str, Any]:

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,6 +26,13 @@ from sim.schedule import Schedule, build_schedule
 
 if TYPE_CHECKING:
     from edge_gru.model import Model
+
+#: Seconds into the backend's warm-up after which the user is told that kernels are compiling.
+SLOW_START_S = 0.5
+COMPILE_MESSAGE = (
+    "compiling the numba kernels (first run only: ~15 s on a desktop, minutes on a Pi; "
+    "`edge-gru build-kernels` compiles them ahead of time)..."
+)
 
 # Fault streams draw from their own generator family, so adding faults never changes the clean readings.
 FAULT_STREAM = 1_000_003
@@ -71,16 +80,49 @@ def load_model(config: SimConfig) -> Model:
     return edge_gru.load(config.model or default_model_path(), backend=config.backend)
 
 
+def warm_up(model: Model, on_slow_start: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Pay the backend's one-time costs before the clock starts; says how long that took and what it was.
+
+    ``on_slow_start(message)`` is called (from a timer thread) when the numba JIT is still
+    busy after :data:`SLOW_START_S`: it is compiling, which the first run on a machine does.
+    """
+    kind = getattr(model.backend, "kernel_kind", None)
+    timer = None
+    if on_slow_start is not None and kind == "jit":
+        timer = threading.Timer(SLOW_START_S, on_slow_start, args=(COMPILE_MESSAGE,))
+        timer.daemon = True
+        timer.start()
+    t0 = time.perf_counter()
+    try:
+        model.warm_up()
+    finally:
+        if timer is not None:
+            timer.cancel()
+    info: dict[str, Any] = {"s": round(time.perf_counter() - t0, 3), "kernels": kind}
+    if kind == "jit":
+        from edge_gru import kernels
+
+        info["compiled"] = kernels.compiled_here() > 0
+    return info
+
+
 def simulate(
     config: SimConfig,
     *,
     model: Model | None = None,
     progress: Callable[[int], None] | None = None,
     on_schedule: Callable[[Schedule], None] | None = None,
+    on_slow_start: Callable[[str], None] | None = None,
 ) -> SimResult:
-    """Run ``config`` and score it. ``progress(n)`` is called as messages are sent; ``on_schedule`` once before."""
+    """Run ``config`` and score it. ``progress(n)`` is called as messages are sent; ``on_schedule`` once before.
+
+    In process, the backend is warmed up first (:func:`warm_up`): the reported throughput
+    is the daemon's steady state, and the warm-up time is reported beside it.
+    """
+    warmup: dict[str, Any] | None = None
     if config.transport == "in-process":
         model = model or load_model(config)  # before the progress bar starts: numba loads here
+        warmup = warm_up(model, on_slow_start)
     schedule = build_run(config)
     if on_schedule is not None:
         on_schedule(schedule)
@@ -96,6 +138,7 @@ def simulate(
             output_template=config.output_template,
             adaptation=config.adaptation,
         ).run(schedule, clock, progress)
+        outcome.extra["warmup"] = warmup
     else:
         from sim.mqtt import MqttTransport
 

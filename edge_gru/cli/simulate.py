@@ -234,7 +234,12 @@ def _run(config: Any, *, quiet: bool) -> Any:
         bar.__enter__()
 
     try:
-        return run_simulation(config, progress=lambda n: bar.update(n), on_schedule=on_schedule)
+        return run_simulation(
+            config,
+            progress=lambda n: bar.update(n),
+            on_schedule=on_schedule,
+            on_slow_start=lambda message: click.echo(message, err=True),
+        )
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)

@@ -10,6 +10,7 @@ Secrets never appear in ``repr`` or logs.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
 import logging
 import math
@@ -131,12 +132,33 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SensorClass:
+    """Home Assistant's unit and device class for the forecast sensors of the streams ``match`` selects.
+
+    ``match`` is a shell-style pattern (``*``, ``?``, ``[...]``) on the stream id, the
+    ``{stream}`` segment of the input topic: ``"*_temperature"``, ``"meter-?"``.
+    """
+
+    match: str
+    unit_of_measurement: str | None = None
+    device_class: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class HomeAssistantConfig:
     enabled: bool = False
     discovery_prefix: str = "homeassistant"
-    unit_of_measurement: str | None = None
+    unit_of_measurement: str | None = None  # for streams no entry of ``streams`` matches
     device_class: str | None = None
     anomaly_sensor: bool = False  # a binary_sensor per stream from the payload's "anomaly"
+    streams: tuple[SensorClass, ...] = ()  # [[homeassistant.streams]] tables; the first match wins
+
+    def sensor_class(self, stream: str) -> tuple[str | None, str | None]:
+        """(unit_of_measurement, device_class) of ``stream``'s forecast sensor."""
+        for entry in self.streams:
+            if fnmatch.fnmatchcase(stream, entry.match):
+                return entry.unit_of_measurement, entry.device_class
+        return self.unit_of_measurement, self.device_class
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -197,6 +219,8 @@ def _type_name(tp: Any) -> str:
     names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", Secret: "a string"}
     if tp in names:
         return names[tp]
+    if typing.get_origin(tp) is tuple and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+        return "a list of tables (JSON objects in the environment)"
     return "a list of strings"
 
 
@@ -225,6 +249,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     elif base is str or base is Secret:
         if isinstance(value, str):
             return Secret(value) if base is Secret else value
+    elif typing.get_origin(base) is tuple and dataclasses.is_dataclass(item := typing.get_args(base)[0]):
+        if isinstance(value, list):
+            return tuple(_table(item, v, f"{where}[{i}]") for i, v in enumerate(value))  # type: ignore[arg-type]
     elif typing.get_origin(base) is tuple:
         if isinstance(value, str):
             value = [value]
@@ -232,6 +259,21 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return tuple(value)
     shown = "***" if base is Secret else json.dumps(value, default=str)[:60]
     raise ConfigError(f"{where}: expected {_type_name(base)}, got {shown}")
+
+
+def _table(cls: type, value: Any, where: str) -> Any:
+    """One TOML table of a list of tables (``[[section.key]]``) as the dataclass ``cls``."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a table, got {json.dumps(value, default=str)[:60]}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in value:
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown key {key!r}; a table takes {', '.join(fields)}")
+    required = [n for n, f in fields.items() if f.default is dataclasses.MISSING and n not in value]
+    if required:
+        raise ConfigError(f"{where}: missing {required[0]!r}")
+    return cls(**{key: _coerce(v, hints[key], f"{where}.{key}") for key, v in value.items()})
 
 
 def _from_env(raw: str, tp: Any, where: str) -> Any:
@@ -249,6 +291,8 @@ def _from_env(raw: str, tp: Any, where: str) -> Any:
             return int(raw)
         if base is float:
             return float(raw)
+        if typing.get_origin(base) is tuple and dataclasses.is_dataclass(typing.get_args(base)[0]):
+            return _coerce(json.loads(raw), tp, where) if raw.strip() else ()  # a JSON list of objects
         if typing.get_origin(base) is tuple:
             if raw.lstrip().startswith("["):
                 return _coerce(json.loads(raw), tp, where)
@@ -341,6 +385,8 @@ def _validate(cfg: Config, source: str) -> None:
         cfg.logging.level in LEVELS, at("logging.level"), f"{cfg.logging.level!r}: choose one of {', '.join(LEVELS)}"
     )
     _check(cfg.logging.format in ("logfmt", "json"), at("logging.format"), 'choose "logfmt" or "json"')
+    for i, entry in enumerate(cfg.homeassistant.streams):
+        _check(bool(entry.match), at(f"homeassistant.streams[{i}].match"), 'must be a pattern, e.g. "*_temperature"')
     if cfg.cluster.enabled:
         _validate_cluster(cfg, at)
 

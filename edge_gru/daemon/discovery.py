@@ -5,7 +5,10 @@ With ``homeassistant.anomaly_sensor`` (and the adaptation on, so payloads carry
 is flagged.
 
 The config message is retained, so Home Assistant picks the sensors up after its own
-restarts; availability follows the daemon's status topic.
+restarts; availability follows the daemon's status topic. Each sensor's unit and device
+class come from the first ``[[homeassistant.streams]]`` entry whose pattern matches the
+stream id, else from ``[homeassistant]`` itself: one daemon serves thermometers, meters
+and hygrometers side by side.
 """
 
 from __future__ import annotations
@@ -65,10 +68,11 @@ class Discovery:
                 **({"sw_version": self.version} if self.version else {}),
             },
         }
-        if ha.unit_of_measurement:
-            doc["unit_of_measurement"] = ha.unit_of_measurement
-        if ha.device_class:
-            doc["device_class"] = ha.device_class
+        unit, device_class = ha.sensor_class(stream)
+        if unit:
+            doc["unit_of_measurement"] = unit
+        if device_class:
+            doc["device_class"] = device_class
         return doc
 
     def anomaly_topic(self, stream: str) -> str:

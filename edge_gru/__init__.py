@@ -13,6 +13,7 @@ from edge_gru.errors import (
     DataError,
     EdgeGruError,
     KernelCacheError,
+    MissingExtraError,
     PayloadError,
 )
 from edge_gru.model import Model, load
@@ -29,6 +30,7 @@ __all__ = [
     "DataError",
     "EdgeGruError",
     "KernelCacheError",
+    "MissingExtraError",
     "Model",
     "PayloadError",
     "PoolResult",

@@ -246,7 +246,9 @@ def test_connect_failures_say_why(
         finally:
             service.shutdown(timeout=2)
     failed = [r for r in caplog.records if r.getMessage() == "mqtt_connect_failed"]
-    assert service.mqtt.failed_attempts >= 3 and len(failed) == 1  # one warning, not one per attempt
+    # One warning per attempt while the back-off grows (0.2, 0.4, 0.8, 1 s), then none until a minute has passed.
+    assert service.mqtt.failed_attempts >= 3 and len(failed) == min(service.mqtt.failed_attempts, 4)
+    assert [r.fields["retry_in_s"] for r in failed] == [0.2, 0.4, 0.8, 1.0][: len(failed)]  # type: ignore[attr-defined]
     fields = failed[0].fields  # type: ignore[attr-defined]
     if case == "wrong_ca":
         assert "SSLCertVerificationError" in fields["reason"] and "tls_ca" in fields["hint"]

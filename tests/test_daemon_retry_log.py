@@ -11,8 +11,7 @@ import json
 from datetime import datetime
 from pathlib import Path
 
-from tests.brokers import Broker, free_port
-from tests.daemonproc import Daemon
+from edge_gru.harness import Broker, Daemon, free_port
 
 
 def test_unreachable_broker_logs_each_retry_with_the_next_retry_time(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import edge_gru
-from tests.brokers import free_port
+from edge_gru.harness import free_port
 from tests.conftest import DEFAULT_MODEL, ROOT
 
 SCRIPT = ROOT / "examples" / "local" / "run.sh"

@@ -27,6 +27,11 @@ CASES = {
         "train",
         ["evaluate", str(DEFAULT_MODEL), SST, "--column", "temperature", "--backend", "keras"],
     ),
+    "forecast-keras": (
+        "keras,tensorflow",
+        "train",
+        ["forecast", str(DEFAULT_MODEL), SST, "--column", "temperature", "--backend", "keras", "--out", "{tmp}/new"],
+    ),
     "evaluate-tflite": (
         "ai_edge_litert,tflite_runtime,tensorflow",
         "tflite",

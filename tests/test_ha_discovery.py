@@ -15,25 +15,13 @@ import pytest
 
 from edge_gru.daemon.config import load_config
 from edge_gru.errors import ConfigError
-from tests.brokers import Broker
-from tests.daemonproc import Daemon, Publisher, Watcher
+from edge_gru.harness import Broker, Daemon, Publisher, Watcher
 
-PATTERNS = """
-[[homeassistant.streams]]
-match = "*_temperature"
-unit_of_measurement = "°C"
-device_class = "temperature"
-
-[[homeassistant.streams]]
-match = "*_humidity"
-unit_of_measurement = "%"
-device_class = "humidity"
-
-[[homeassistant.streams]]
-match = "meter-?"
-unit_of_measurement = "kWh"
-device_class = "energy"
-"""
+PATTERNS = [  # [[homeassistant.streams]], first match wins
+    {"match": "*_temperature", "unit_of_measurement": "°C", "device_class": "temperature"},
+    {"match": "*_humidity", "unit_of_measurement": "%", "device_class": "humidity"},
+    {"match": "meter-?", "unit_of_measurement": "kWh", "device_class": "energy"},
+]
 
 
 def test_retained_discovery_carries_each_streams_unit_and_device_class(
@@ -46,10 +34,15 @@ def test_retained_discovery_carries_each_streams_unit_and_device_class(
         port=broker.port,
         sections={
             "streams": {"input": [f"{topic_prefix}/{{stream}}/value"], "output": f"{topic_prefix}/pred/{{stream}}"},
-            "homeassistant": {"enabled": True, "discovery_prefix": ha_prefix, "unit_of_measurement": "W"},
+            "homeassistant": {
+                "enabled": True,
+                "discovery_prefix": ha_prefix,
+                "unit_of_measurement": "W",
+                "streams": PATTERNS,
+            },
         },
     )
-    daemon.config_path.write_text(daemon.config_path.read_text() + PATTERNS)
+    assert "[[homeassistant.streams]]" not in daemon.config_path.read_text()  # inline tables, as TOML allows
     streams = {  # stream -> (unit, device class) expected
         "kitchen_temperature": ("°C", "temperature"),
         "cellar_humidity": ("%", "humidity"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from edge_gru.daemon.config import Config, MqttConfig, StreamsConfig, load_config
+from edge_gru.daemon.config import Config, HomeAssistantConfig, MqttConfig, SensorClass, StreamsConfig, load_config
 from edge_gru.harness import DEFAULT_MODEL, Daemon, toml_text
 
 
@@ -13,6 +13,13 @@ def test_a_config_object_round_trips_through_the_toml_writer(tmp_path: Path) -> 
     cfg = Config(
         mqtt=MqttConfig(host="127.0.0.1", port=18830, client_id="round-trip", protocol="3.1.1", keepalive_s=7),
         streams=StreamsConfig(input=("a/{stream}/v", "b/{stream}"), output="out/{stream}", queue_size=17),
+        homeassistant=HomeAssistantConfig(
+            enabled=True,
+            streams=(
+                SensorClass(match="*_t", unit_of_measurement="°C"),
+                SensorClass(match="m?", device_class="energy"),
+            ),
+        ),
     )
     path = tmp_path / "edge-gru.toml"
     path.write_text(toml_text(cfg))

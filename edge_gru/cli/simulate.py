@@ -108,15 +108,17 @@ def simulate(
       edge-gru simulate --scenario electricity --json
       edge-gru simulate --spawn-broker --faults broker_restart=1,daemon_restart=1
     """
-    if logging.getLogger().getEffectiveLevel() >= logging.WARNING:
-        # The report counts every dropped reading; the worker's per-reading warnings would only be noise here.
-        logging.getLogger("edge_gru.daemon").setLevel(logging.ERROR)
     from edge_gru.extras import require_extra
 
     if plot:
         require_extra("plot", "--plot")  # before the run, not after it
     if broker or spawn_broker:
         require_extra("device", "--broker" if broker else "--spawn-broker", modules=("paho",))
+    daemon_log = logging.getLogger("edge_gru.daemon")
+    level = daemon_log.level
+    if logging.getLogger().getEffectiveLevel() >= logging.WARNING:
+        # The report counts every dropped reading; the worker's per-reading warnings would only be noise here.
+        daemon_log.setLevel(logging.ERROR)
     try:
         if list_scenarios:
             _list_scenarios()
@@ -125,6 +127,8 @@ def simulate(
         result = _run(config, quiet=quiet)
     except EdgeGruError as exc:
         raise click.ClickException(str(exc)) from exc
+    finally:
+        daemon_log.setLevel(level)  # in-process callers (tests, notebooks) keep their logging
     report = result.report
     if plot:
         from sim.plot import write_plot

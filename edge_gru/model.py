@@ -64,19 +64,20 @@ class Model:
         y = self.backend.run_windows(z)
         return norm.denormalize(rows, y)
 
-    def warm_up(self) -> None:
-        """Run the serving path once on a scratch state, so its one-time costs are paid now.
+    def warm_up(self) -> np.ndarray:
+        """Run the serving path once from a zero state and return the network's output (1,).
 
         The first call of a backend compiles its numba kernels (seconds, once per machine,
         then cached) or loads them from numba's cache, or allocates an interpreter; done here,
         that cost is neither the first reading's latency nor part of a throughput figure.
+        Stateful models serve through ``step`` only, so the windows kernel (and its memory)
+        stays out of a daemon that does not need it.
         """
         m = self.manifest
         if m.mode == "stateful":
             h = np.zeros((1, m.units), np.float32)
-            self.backend.step(np.zeros((1, m.input_features), np.float32), h, np.zeros(1, np.int64))
-        else:
-            self.backend.run_windows(np.zeros((1, max(m.window, 1), m.input_features), np.float32))
+            return self.backend.step(np.zeros((1, m.input_features), np.float32), h, np.zeros(1, np.int64))
+        return self.backend.run_windows(np.zeros((1, max(m.window, 1), m.input_features), np.float32))
 
     def pool(
         self,

@@ -57,15 +57,7 @@ def forbid_tensorflow() -> None:
 def load_model(cfg: ModelConfig) -> Model:
     """Load and smoke-test a bundle: one step from a zero state must give a finite forecast."""
     model = edge_gru.load(cfg.path, backend=cfg.backend)
-    m = model.manifest
-    # Run the serving path once (this also loads the kernel's JIT cache, so the first real batch is not
-    # slow). Stateful models serve through ``step`` only; skipping ``predict`` keeps the windows kernel,
-    # and its memory, out of the daemon.
-    y = model.backend.step(
-        np.zeros((1, m.input_features), np.float32), np.zeros((1, m.units), np.float32), np.zeros(1, np.int64)
-    )
-    if m.mode != "stateful":
-        y = model.predict(np.zeros((1, max(m.window, 1), m.input_features)))
+    y = model.warm_up()  # the serving path once: the first real batch does not load or compile kernels
     if not np.all(np.isfinite(y)):
         raise EdgeGruError(f"{cfg.path}: the model's output from a zero state is not finite; refusing the bundle")
     return model

@@ -193,17 +193,17 @@ def test_stream_ids_from_topics_never_become_file_paths(broker: Broker, tmp_path
 
 
 def test_path_like_stream_ids_are_data_in_the_checkpoint(tmp_path: Path) -> None:
-    """Through the Python API any string is a stream id; '../../etc/x' and '/abs' still create no file."""
+    """Through the Python API any string within max_id_bytes is a stream id; '../../etc/x' and '/abs' create no file."""
     ids = ["../../etc/x", "/tmp/edge-gru-owned", "a/b/c", "\x00nul", "x" * 65_536, "..", "C:\\Windows\\x"]
     state = tmp_path / "state"
     model = edge_gru.load(DEFAULT_MODEL, backend="numpy")
-    pool = model.pool(100)
+    pool = model.pool(100, max_id_bytes=70_000)
     for k in range(WARMUP + 1):
         pool.update(ids, np.full(len(ids), 20.0 + k % 2), np.full(len(ids), 1000.0 + 60 * k))
     cp = Checkpointer(state / "node.checkpoint.npz")
     assert cp.save(pool)
     assert files_under(tmp_path) == {"state", "state/node.checkpoint.npz"}
     assert not Path("/tmp/edge-gru-owned").exists() and not (tmp_path.parent.parent / "etc" / "x").exists()
-    restored = model.pool(100)
+    restored = model.pool(100, max_id_bytes=70_000)
     assert cp.restore(restored)
     assert sorted(restored.stream_ids) == sorted(ids)

@@ -16,7 +16,7 @@
 #   --pip-args ARGS   extra pip arguments, e.g. "--index-url URL" or "--no-index --find-links DIR"
 #   --kernels KIND    which compiled kernels to build: host (default: fastest, for this CPU model),
 #                     generic (any CPU of this architecture, for an image), all, or jit (numba's
-#                     JIT cache only; ahead-of-time kernels need gcc and python3-dev)
+#                     JIT cache only; ahead-of-time kernels need gcc, g++ and python3-dev)
 #   --no-precompile   do not compile the kernels now (the first start compiles them)
 #
 # What goes where (ROOT is empty without --prefix):
@@ -232,8 +232,9 @@ if [ "$PRECOMPILE" -eq 1 ] && [ "$KERNELS" != "jit" ]; then
     if NUMBA_CACHE_DIR="$CACHE" "$NEW/bin/edge-gru" build-kernels --out "$CACHE" --variant "$variants"; then
       say "the daemon will run the compiled kernels without importing numba (less memory, faster start)"
     else
-      say "warning: ahead-of-time kernels could not be built (they need gcc and the Python headers:"
-      say "  apt-get install gcc python3-dev); the daemon uses numba's JIT, compiled into the cache now"
+      say "warning: ahead-of-time kernels could not be built (numba.pycc needs a C and a C++ compiler"
+      say "  and the Python headers: apt-get install gcc g++ python3-dev); the daemon uses numba's JIT,"
+      say "  compiled into the cache now"
     fi
   fi
 fi

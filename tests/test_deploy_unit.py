@@ -103,7 +103,9 @@ def test_unit_contract() -> None:
     assert one["RestartPreventExitStatus"] == "2 78"  # a missing extra, a bad config or bundle
 
 
-@pytest.mark.parametrize("script", ["install.sh", "mosquitto/make-certs.sh"])
+@pytest.mark.parametrize(
+    "script", ["install.sh", "mosquitto/make-certs.sh", "../scripts/test-systemd", "../scripts/systemd/inside.sh"]
+)
 def test_shell_scripts_pass_shellcheck(script: str) -> None:
     shellcheck = shutil.which("shellcheck") or str(Path(sys.executable).parent / "shellcheck")
     if not os.path.exists(shellcheck):

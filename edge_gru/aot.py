@@ -327,9 +327,15 @@ def build(out: str | os.PathLike[str] | None = None, *, variants: tuple[str, ...
     try:
         for variant in variants:
             name = module_name(variant, source_hash)
+            try:
+                cc = CC(name)
+            except RuntimeError as exc:  # numba.pycc's toolchain check: it compiles a .c and a .cxx file
+                raise KernelBuildError(
+                    "numba.pycc found no working C and C++ compiler with the Python headers "
+                    "(Debian, Raspberry Pi OS: apt-get install gcc g++ python3-dev)"
+                ) from exc
             tmp_dir = out_dir / f".build-{name}-{os.getpid()}"
             tmp_dir.mkdir(exist_ok=True)
-            cc = CC(name)
             cc.output_dir = str(tmp_dir)
             cc.verbose = False
             cc.target_cpu = "host" if variant == "host" else ""

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -194,3 +196,24 @@ def test_daemon_with_aot_kernels_loads_neither_numba_nor_llvmlite(
         publisher.close()
         watcher.close()
         daemon.stop()
+
+
+def test_no_cxx_compiler_is_a_clear_error_and_leaves_nothing(tmp_path: Path) -> None:
+    # numba.pycc refuses to build unless a C++ file compiles too: a Debian with gcc but no g++
+    # (cc1plus missing) got a raw traceback and a stale .build-* directory in the kernel cache.
+    cc = tmp_path / "gcc-without-cxx"
+    cc.write_text('#!/bin/sh\ncase "$*" in *.cxx*) echo "cannot execute cc1plus" >&2; exit 1;; esac\nexec gcc "$@"\n')
+    cc.chmod(0o755)
+    out = tmp_path / "kernels"
+    out.mkdir()
+    env = {**os.environ, "CC": str(cc), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge_gru.cli", "build-kernels", "--out", str(out), "--variant", "generic"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "g++" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert list(out.iterdir()) == []

@@ -141,7 +141,9 @@ class StreamPool:
 
     def _new_adapter(self) -> Adapter:
         adapter = Adapter(self.adaptation)
-        if self.model.backend.name == "numba":  # numba is there: run the adaptation compiled too
+        # Only beside the JIT kernels: numba is imported anyway. Ahead-of-time kernels exist so that the
+        # daemon never loads numba/llvmlite (~100 MiB); there the adaptation runs as numpy.
+        if self.model.backend.name == "numba" and getattr(self.model.backend, "kernel_kind", "") == "jit":
             adapter.compile()
         return adapter
 

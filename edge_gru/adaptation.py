@@ -256,6 +256,17 @@ class Adapter:
         )
         self._kernels = adaptation_kernels
 
+    def warm_up(self) -> None:
+        """Compile (or load from numba's cache) both compiled phases on a scratch row, so that
+        neither the first reading's latency nor a throughput figure pays for it."""
+        scratch = Adapter(self.spec)
+        scratch.compile()
+        scratch.grow(1)
+        scratch.reset(np.zeros(1, dtype=np.int64))
+        rows, x = np.zeros(1, dtype=np.int64), np.zeros(1)
+        scratch.observe(rows, x)
+        scratch.forecast(rows, x, np.zeros(1))
+
     def _shape(self, name: str) -> tuple[int, ...]:
         if name in ("pred", "loss", "lw"):
             return (self.k,)

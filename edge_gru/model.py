@@ -74,6 +74,12 @@ class Model:
         stays out of a daemon that does not need it.
         """
         m = self.manifest
+        if self.backend.name == "numba" and getattr(self.backend, "kernel_kind", "") == "jit":
+            # the pool runs the adaptation compiled beside the JIT kernels (whether the bundle or a
+            # config turns it on): its loops compile here too
+            from edge_gru.adaptation import AdaptationSpec, Adapter
+
+            Adapter(AdaptationSpec()).warm_up()
         if m.mode == "stateful":
             h = np.zeros((1, m.units), np.float32)
             return self.backend.step(np.zeros((1, m.input_features), np.float32), h, np.zeros(1, np.int64))

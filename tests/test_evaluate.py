@@ -174,6 +174,9 @@ def test_unordered_csv_gives_the_same_forecasts_through_evaluate_replay_forecast
         assert float(g["timestamp"]) == t and float(g["value"]) == v
         if g["status"] == "forecast":
             assert float(g["forecast"]) == r.forecasts[0] and float(g["forecast_ts"]) == r.forecast_ts[0]
+            # the default bundle's adaptation publishes an interval once a stream has residuals to size it
+            lo, hi = r.lower[0], r.upper[0]
+            assert (g["lower"], g["upper"]) == (("", "") if np.isnan(lo) else (repr(float(lo)), repr(float(hi))))
         else:
             assert g["forecast"] == "" and np.isnan(r.forecasts[0])
 

@@ -15,7 +15,7 @@ from edge_gru.cli.csvdata import strict_option
 from edge_gru.cli.evaluate import load_for_csv
 from edge_gru.errors import EdgeGruError
 
-COLUMNS = ("timestamp", "value", "forecast", "forecast_ts", "status")
+COLUMNS = ("timestamp", "value", "forecast", "forecast_ts", "lower", "upper", "anomaly", "status")
 
 
 @click.command()
@@ -42,12 +42,13 @@ def forecast(
     strict: bool,
 ) -> None:
     """Feed column --column of DATA to BUNDLE_DIR reading by reading, as the daemon does, and write
-    one row per file row: timestamp, value, forecast, forecast_ts, status.
+    one row per file row: timestamp, value, forecast, forecast_ts, lower, upper, anomaly, status.
 
     The forecast is the one made at that reading for the next sample (due at forecast_ts, epoch
     seconds), exactly as the daemon would publish it; it is empty unless the status is
-    'forecast'. Other statuses are the pool's: warmup, not_finite (a missing value), duplicate,
-    out_of_order.
+    'forecast'. lower/upper are the forecast's prediction interval and anomaly (1/0) says whether
+    this reading was flagged, when the bundle's adaptation is on (empty otherwise). Other
+    statuses are the pool's: warmup, not_finite (a missing value), duplicate, out_of_order.
     """
     from edge_gru.daemon.payload import STATUS_REASONS
     from edge_gru.evaluation import run_streams
@@ -69,7 +70,7 @@ def forecast(
     for i in range(len(series) + 1):
         while d < len(dropped) and dropped[d].before == i:
             row = dropped[d]
-            writer.writerow((_num(row.time), _num(row.values[0]), "", "", row.reason))
+            writer.writerow((_num(row.time), _num(row.values[0]), "", "", "", "", "", row.reason))
             d += 1
         if i == len(series):
             break
@@ -81,6 +82,9 @@ def forecast(
                 _num(target[i]),
                 _num(run.forecasts[i]) if made else "",
                 _num(fts[i]) if made and fts is not None else "",
+                _num(run.lower[i]) if made and run.lower is not None else "",
+                _num(run.upper[i]) if made and run.upper is not None else "",
+                "" if run.anomaly is None else str(int(run.anomaly[i])),
                 "forecast" if made else STATUS_REASONS[status],
             )
         )

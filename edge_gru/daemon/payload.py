@@ -213,7 +213,11 @@ def _reading(data: Any, features: Sequence[str]) -> tuple[Values, float | None]:
         return tuple([_number(v, f"[{i}]") for i, v in enumerate(data)]), None
     if not isinstance(data, dict):
         if isinstance(data, int | float) and not isinstance(data, bool):  # an element of an array pack
-            return _plain_number(_number(data, "value"), features), None
+            try:
+                x = float(data)
+            except OverflowError:  # an integer beyond the float range, as float() reads it from text
+                x = math.inf
+            return _plain_number(x, features), None
         raise _reject(DropReason.NOT_A_NUMBER, f"{json.dumps(data)[:40]} is neither a number nor a reading")
     ts = None
     for key in TS_FIELDS:

@@ -244,7 +244,6 @@ def main() -> None:
     args.rates = [float(r) for r in args.rates.split(",")]
     args.pack = [int(p) for p in args.pack.split(",")]
     import edge_gru
-
     from edge_gru.bench.timing import machine_info
 
     info = machine_info()

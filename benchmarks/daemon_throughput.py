@@ -13,6 +13,10 @@ warm-up pass so every stream forecasts), and we report:
 
     .venv/bin/python benchmarks/daemon_throughput.py                      # numba, and tflite if present
     .venv/bin/python benchmarks/daemon_throughput.py --backends numba --rates 1000,5000 --json
+    .venv/bin/python benchmarks/daemon_throughput.py --backends numba --pack 1,50   # side by side
+
+``--pack N`` sends the same readings as SenML packs of N records (consecutive streams, one
+gateway topic) instead of one message per reading; ``--pack 1,50`` runs both in one go.
 """
 
 from __future__ import annotations
@@ -73,7 +77,14 @@ TS0 = 1_700_000_000.0
 
 
 def publish_phase(
-    client: Any, prefix: str, streams: int, rate: float, seconds: float, k: np.ndarray, sent_at: dict
+    client: Any,
+    prefix: str,
+    streams: int,
+    rate: float,
+    seconds: float,
+    k: np.ndarray,
+    sent_at: dict,
+    pack: int = 1,
 ) -> int:
     """Publish at ``rate`` readings/s round-robin over the streams for ``seconds``; returns readings sent.
 
@@ -87,30 +98,42 @@ def publish_phase(
     sent = 0
     values = 20 + 5 * np.sin(np.arange(streams) / 7.0)
     topics = [f"{prefix}/in/s{i}/value" for i in range(streams)]
+    gateway = f"{prefix}/senml/gw"
+    per_tick = max(per_tick, pack)
     while sent < total:
         due = start + sent / rate
         now = time.perf_counter()
         if due > now:
             time.sleep(due - now)
+        records: list[bytes] = []
         for _ in range(min(per_tick, total - sent)):
             i = sent % streams
             ts = TS0 + k[i] * PERIOD_S
             k[i] += 1
             sent_at[(i, ts)] = time.perf_counter()
-            client.publish(topics[i], b'{"value":%.4f,"ts":%.1f}' % (values[i] + (sent % 13) * 0.01, ts), qos=1)
+            value = values[i] + (sent % 13) * 0.01
+            if pack <= 1:
+                client.publish(topics[i], b'{"value":%.4f,"ts":%.1f}' % (value, ts), qos=1)
+            else:
+                records.append(b'{"n":"s%d","v":%.4f,"t":%.1f}' % (i, value, ts))
+                if len(records) == pack:
+                    client.publish(gateway, b"[" + b",".join(records) + b"]", qos=1)
+                    records.clear()
             sent += 1
+        if records:
+            client.publish(gateway, b"[" + b",".join(records) + b"]", qos=1)
     return sent
 
 
-def run_backend(backend: str, args: argparse.Namespace, broker: Broker, work: Path) -> dict[str, Any]:
-    prefix = f"bench-{backend}"
+def run_backend(backend: str, args: argparse.Namespace, broker: Broker, work: Path, pack: int = 1) -> dict[str, Any]:
+    prefix = f"bench-{backend}-p{pack}"
     cpus = os.sched_getaffinity(0)
     pin = ["taskset", "-c", str(max(cpus))] if args.pin and len(cpus) > 1 and shutil.which("taskset") else []
     daemon = Daemon(
         work / backend,
         broker=broker,
-        client_id=f"bench-{backend}",
-        name=backend,
+        client_id=f"bench-{backend}-p{pack}",
+        name=f"{backend}-p{pack}",
         own_numba_cache=False,
         wrapper=pin,
         sections={
@@ -118,12 +141,13 @@ def run_backend(backend: str, args: argparse.Namespace, broker: Broker, work: Pa
             "model": {"path": str(Path(args.model).resolve()), "backend": backend},
             "streams": {
                 "input": [f"{prefix}/in/{{stream}}/value"],
+                "senml_input": [f"{prefix}/senml/+"],
                 "output": f"{prefix}/out/{{stream}}",
                 "output_qos": args.output_qos,
                 "max_streams": args.streams,
                 "queue_size": 20000,
             },
-            "state": {"dir": str(work / "state"), "checkpoint_interval_s": 30},
+            "state": {"dir": str(work / f"state-p{pack}"), "checkpoint_interval_s": 30},
             "stats": {"interval_s": 1},
             "logging": {"level": "warning", "warn_interval_s": None},
         },
@@ -145,10 +169,10 @@ def run_backend(backend: str, args: argparse.Namespace, broker: Broker, work: Pa
             raise SystemExit(f"daemon for {backend} did not come up:\n{daemon.log_text()[-2000:]}")
         time.sleep(0.05)
     k = np.zeros(args.streams, dtype=np.int64)
-    results: dict[str, Any] = {"backend": backend, "phases": []}
+    results: dict[str, Any] = {"backend": backend, "pack": pack, "phases": []}
     try:
         # warm-up: every stream past its warm-up, so each later reading yields a forecast
-        publish_phase(pub, prefix, args.streams, 3000, args.streams * 12 / 3000, k, {})
+        publish_phase(pub, prefix, args.streams, 3000, args.streams * 12 / 3000, k, {}, pack)
         time.sleep(3)
         for rate in args.rates:
             parent.send("reset")
@@ -156,7 +180,7 @@ def run_backend(backend: str, args: argparse.Namespace, broker: Broker, work: Pa
             sent_at: dict[tuple[int, float], float] = {}
             cpu0 = cpu_s(daemon.pid)
             t_start = time.perf_counter()
-            sent = publish_phase(pub, prefix, args.streams, rate, args.seconds, k, sent_at)
+            sent = publish_phase(pub, prefix, args.streams, rate, args.seconds, k, sent_at, pack)
             t_end = time.perf_counter()
             while time.perf_counter() - t_end < 15:  # wait for the tail, bounded
                 parent.send("count")
@@ -177,6 +201,7 @@ def run_backend(backend: str, args: argparse.Namespace, broker: Broker, work: Pa
                 first, last = stats[0]["dropped"], stats[-1]["dropped"]
                 dropped = {r: n - first.get(r, 0) for r, n in last.items() if n - first.get(r, 0)}
             phase = {
+                "pack": pack,
                 "offered_per_s": rate,
                 "sent": sent,
                 "publisher_per_s": round(sent / (t_end - t_start), 1),  # what the load generator managed
@@ -212,14 +237,19 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--output-qos", type=int, default=1)
     ap.add_argument("--protocol", default="5", choices=["5", "3.1.1"], help="the daemon's MQTT version")
+    ap.add_argument("--pack", default="1", help="records per SenML pack, comma separated (1: one per message)")
     ap.add_argument("--no-pin", dest="pin", action="store_false", help="let the scheduler place the daemon")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     args.rates = [float(r) for r in args.rates.split(",")]
+    args.pack = [int(p) for p in args.pack.split(",")]
     import edge_gru
+    from edge_gru.bench.timing import machine_info
 
+    info = machine_info()
     out: dict[str, Any] = {
-        "machine": f"{os.cpu_count()} CPUs, {os.uname().machine}",
+        "machine": f"{info['cpu']}, {info['cores']} CPUs ({info['machine']}), load {info['load_average']}",
+        "machine_info": info,
         "streams": args.streams,
         "runs": [],
     }
@@ -232,7 +262,8 @@ def main() -> None:
                 print(f"skipping {backend}: {exc}", file=sys.stderr)
                 out["runs"].append({"backend": backend, "skipped": str(exc)})
                 continue
-            out["runs"].append(run_backend(backend, args, broker, work))
+            for pack in args.pack:
+                out["runs"].append(run_backend(backend, args, broker, work, pack))
     if args.json:
         print(json.dumps(out, indent=2))
         return
@@ -241,7 +272,7 @@ def main() -> None:
         f"MQTT {args.protocol}, {out['machine']}"
     )
     head = (
-        f"{'backend':8} {'offered/s':>9} {'out/s':>8} {'drops':>6} {'daemon p50/p99 ms':>18} "
+        f"{'backend':8} {'pack':>4} {'offered/s':>9} {'out/s':>8} {'drops':>6} {'daemon p50/p99 ms':>18} "
         f"{'e2e p50/p99 ms':>16} {'RSS/peak MiB':>13} {'CPU us/reading':>14}"
     )
     print(head)
@@ -251,7 +282,7 @@ def main() -> None:
             continue
         for p in run["phases"]:
             print(
-                f"{run['backend']:8} {p['offered_per_s']:>9.0f} {p['delivered_per_s']:>8.0f} "
+                f"{run['backend']:8} {run['pack']:>4} {p['offered_per_s']:>9.0f} {p['delivered_per_s']:>8.0f} "
                 f"{sum(p['dropped'].values()):>6} {p['daemon_p50_ms']!s:>8}/{p['daemon_p99_ms']!s:<9} "
                 f"{p['e2e_p50_ms']!s:>7}/{p['e2e_p99_ms']!s:<8} {p.get('vmrss_mib')!s:>6}/{p.get('vmhwm_mib')!s:<6} "
                 f"{p['daemon_cpu_us_per_reading']:>14}"

@@ -24,8 +24,11 @@ the CPython ABI (extension suffix), the machine architecture, the numpy major ve
 the numba version when numba is installed, and, for the ``host`` variant, the CPU (model
 and feature flags from ``/proc/cpuinfo``). Two variants are built: ``host`` (LLVM's
 ``target_cpu='host'``, fastest, runs only on this CPU model) and ``generic`` (the
-architecture's baseline ISA, runs on any CPU of the architecture). ``host`` is
-preferred.
+architecture's baseline ISA, runs on any CPU of the architecture). ``edge-gru
+build-kernels`` times each variant it builds, and the JIT, on this CPU, and keeps the
+fastest variant in ``_edge_gru_kernels.choice.json`` beside the modules: the loader
+tries the kept variant first (LLVM's host tuning is not always the faster, e.g. on some
+AVX-512 CPUs). Without a valid choice file ``host`` is preferred.
 
 Choose with ``EDGE_GRU_KERNELS=auto|aot|jit`` (default ``auto``: ahead-of-time when a
 module matches, else JIT).
@@ -38,11 +41,13 @@ import importlib.machinery
 import importlib.util
 import json
 import logging
+import math
 import os
 import platform
 import sys
 import sysconfig
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -58,6 +63,7 @@ KERNEL_CHOICE_ENV = "EDGE_GRU_KERNELS"
 MODULE_PREFIX = "_edge_gru_kernels"
 VARIANTS = ("host", "generic")
 SIDECAR_VERSION = 1
+CHOICE_FILE = f"{MODULE_PREFIX}.choice.json"  # the variant build-kernels kept (no "_" after the prefix: no sidecar)
 
 #: Exported functions and their signatures (C-contiguous float32 arrays, int64 rows).
 EXPORTS: dict[str, str] = {
@@ -240,9 +246,12 @@ def load_kernels(dirs: list[Path] | None = None) -> CompiledKernels | None:
     log line saying why (``edge-gru build-kernels --check`` prints them).
     """
     candidates = []
+    kept: dict[Path, str | None] = {}
     for path, info, why in find_compiled(dirs):
         if why is None:
-            candidates.append((VARIANTS.index(info["variant"]) if info.get("variant") in VARIANTS else 9, path, info))
+            if path.parent not in kept:
+                kept[path.parent] = read_choice(path.parent)
+            candidates.append((_rank(str(info.get("variant")), kept[path.parent]), path, info))
         else:
             log.debug("skipping compiled kernels %s: %s", path, why)
     for _, path, info in sorted(candidates, key=lambda c: c[0]):
@@ -260,6 +269,63 @@ def load_kernels(dirs: list[Path] | None = None) -> CompiledKernels | None:
         _loaded[path] = compiled
         return compiled
     return None
+
+
+def _rank(variant: str, kept: str | None) -> int:
+    """Load order: the variant build-kernels kept, then host before generic."""
+    if variant == kept:
+        return -1
+    return VARIANTS.index(variant) if variant in VARIANTS else 9
+
+
+def select_variant(timings_ns: Mapping[str, float]) -> str:
+    """The variant to keep: the fastest ahead-of-time one timed (ns per batch; the JIT's entry is only compared).
+
+    Ties go to ``VARIANTS`` order (``host`` first). Raises :class:`KernelBuildError` when none was timed.
+    """
+    timed = {v: float(t) for v, t in timings_ns.items() if v in VARIANTS and math.isfinite(float(t)) and t > 0}
+    if not timed:
+        raise KernelBuildError(f"no ahead-of-time variant was timed (got {sorted(timings_ns)})")
+    return min(timed, key=lambda v: (timed[v], VARIANTS.index(v)))
+
+
+def read_choice(directory: Path) -> str | None:
+    """The variant kept in ``directory`` by build-kernels, or None (no file, or made for other sources or CPU)."""
+    try:
+        info = json.loads((directory / CHOICE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or info.get("kernel_hash") != kernel_source_hash():
+        return None
+    if info.get("cpu") != cpu_fingerprint() or info.get("kept") not in VARIANTS:
+        return None
+    return str(info["kept"])
+
+
+def write_choice(directory: Path, timings_ns: Mapping[str, float], *, detail: Mapping[str, Any] | None = None) -> str:
+    """Keep the fastest variant of ``timings_ns`` (merged with this CPU's earlier timings of variants not retimed)."""
+    merged: dict[str, float] = {}
+    try:
+        old = json.loads((directory / CHOICE_FILE).read_text(encoding="utf-8"))
+        if old.get("kernel_hash") == kernel_source_hash() and old.get("cpu") == cpu_fingerprint():
+            merged.update({k: float(v) for k, v in old.get("timings_ns", {}).items()})
+    except (OSError, ValueError, AttributeError, TypeError):
+        pass
+    merged.update({k: float(v) for k, v in timings_ns.items()})
+    merged = {k: v for k, v in merged.items() if k == "jit" or (directory / f"{module_name(k)}.json").is_file()}
+    kept = select_variant(merged)
+    info = {
+        "kept": kept,
+        "kernel_hash": kernel_source_hash(),
+        "cpu": cpu_fingerprint(),
+        "timings_ns": merged,
+        "measured_at": time.time(),
+        **(dict(detail) if detail else {}),
+    }
+    tmp = directory / (CHOICE_FILE + ".tmp")
+    tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, directory / CHOICE_FILE)
+    return kept
 
 
 def kernel_choice() -> str:

@@ -16,6 +16,8 @@ from edge_gru.errors import ConfigError
 from sim.faults import FaultSpec
 from sim.profiles import STANDARD_PROFILES, ReplaySource
 
+DEFAULT_SENML_TOPIC = "senml/edge-gru-sim"  # where --pack sends its SenML packs (the daemon's senml_input)
+
 _UNITS = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(s|min|m|h|d|w)?\s*$")
 DEFAULT_DURATION_S = 7 * 86400.0
@@ -59,6 +61,8 @@ class SimConfig:
     speed: float | None = None  # None: virtual clock; 1.0: real time
     input_template: str = DEFAULT_INPUT
     output_template: str = DEFAULT_OUTPUT
+    pack: int = 1  # > 1: send readings as SenML packs of up to this many records (MQTT transports)
+    senml_topic: str = DEFAULT_SENML_TOPIC
     name: str | None = None  # the scenario's name, when one was loaded
     description: str | None = None
 
@@ -84,6 +88,12 @@ class SimConfig:
                 "faults: broker_restart and daemon_restart need --spawn-broker (the simulator must own the "
                 "broker and the daemon it restarts)"
             )
+        if isinstance(self.pack, bool) or not isinstance(self.pack, int) or self.pack < 1:
+            raise ConfigError(f"pack: expected a whole number >= 1 (records per SenML pack), got {self.pack!r}")
+        if self.pack > 1 and not (self.broker or self.spawn_broker):
+            raise ConfigError("pack: SenML packs go through a broker; add --spawn-broker or --broker")
+        if "{stream}" in self.senml_topic or "+" in self.senml_topic or "#" in self.senml_topic:
+            raise ConfigError(f"senml_topic: name one topic without {{stream}} or wildcards, got {self.senml_topic!r}")
         for key in ("input_template", "output_template"):
             if getattr(self, key).count("{stream}") != 1:
                 raise ConfigError(f"{key}: must contain '{{stream}}' exactly once, got {getattr(self, key)!r}")

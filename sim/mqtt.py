@@ -27,10 +27,11 @@ from urllib.parse import urlparse
 import numpy as np
 
 from edge_gru.daemon.config import LoggingConfig
-from edge_gru.daemon.payload import decode_forecast
-from edge_gru.errors import ConfigError, EdgeGruError
+from edge_gru.daemon.payload import SENML_NAME, SENML_RELATIVE_S, decode_forecast, parse_values
+from edge_gru.errors import ConfigError, EdgeGruError, PayloadError
 from edge_gru.harness import Broker, Daemon, HarnessError, mosquitto_binary
 from sim.clock import SimClock
+from sim.config import DEFAULT_SENML_TOPIC
 from sim.faults import ACCEPT
 from sim.schedule import Schedule
 from sim.transport import Outcome, Progress, decode_forecasts
@@ -65,6 +66,7 @@ def daemon_process(
     inputs: str,
     output: str,
     stats_interval_s: float = STATS_INTERVAL_S,
+    senml: str | None = None,
 ) -> Daemon:
     """``edge-gru serve`` for an end-to-end run: streams never expire, checkpoints only when it stops."""
     return Daemon(
@@ -75,13 +77,41 @@ def daemon_process(
         sections={
             "mqtt": {"reconnect_min_s": 0.2, "reconnect_max_s": 1.0},
             "model": {"path": str(Path(model).resolve()), "backend": backend},
-            "streams": {"input": [inputs], "output": output, "idle_timeout_s": 1e9},
+            "streams": {
+                "input": [inputs],
+                "output": output,
+                "idle_timeout_s": 1e9,
+                "senml_input": [senml] if senml else [],
+                "max_payload_bytes": 1 << 20,  # packs of many records
+            },
             "state": {"checkpoint_interval_s": 3600},
             "stats": {"interval_s": stats_interval_s},
             "logging": {"level": "warning", "warn_interval_s": LoggingConfig().warn_interval_s},
         },
         own_numba_cache="NUMBA_CACHE_DIR" not in os.environ,
     )
+
+
+def senml_records(schedule: Schedule, prefix: str) -> list[str | None]:
+    """Each message as a SenML record (``n``, ``v``, absolute ``t``) meaning the same reading, or None.
+
+    A payload is packed only when the daemon reads it as one value with its own timestamp
+    and SenML can say the same: a valid name, an absolute time (not below 2**28). Garbage
+    and other faults the parser refuses are sent alone, so they are dropped as before.
+    """
+    out: list[str | None] = []
+    names = [prefix + s for s in schedule.names]
+    for k, payload in zip(schedule.stream.tolist(), schedule.payloads, strict=True):
+        try:
+            values, ts = parse_values(payload, ("value",))
+        except PayloadError:
+            out.append(None)
+            continue
+        if ts is None or ts < SENML_RELATIVE_S or not SENML_NAME.match(names[k]):
+            out.append(None)
+            continue
+        out.append(f'{{"n":{json.dumps(names[k])},"v":{values[0]!r},"t":{ts!r}}}')
+    return out
 
 
 @dataclass
@@ -111,6 +141,8 @@ class MqttTransport:
         drain_timeout_s: float = 60.0,
         stream_prefix: str | None = None,
         daemon_id: str | None = None,
+        pack: int = 1,
+        senml_topic: str = DEFAULT_SENML_TOPIC,
     ) -> None:
         self.broker_url = broker
         self.spawn = spawn
@@ -126,6 +158,8 @@ class MqttTransport:
         self.prefix = stream_prefix if stream_prefix is not None else ("" if spawn else f"sim{uuid.uuid4().hex[:6]}-")
         self.restarts = {"broker_restart": 0, "daemon_restart": 0}
         self.daemon_id = daemon_id  # the client_id of the daemon to drive (default: the first one online)
+        self.pack = pack  # > 1: SenML packs of up to this many readings on senml_topic
+        self.senml_topic = senml_topic
 
     @classmethod
     def from_config(cls, config: SimConfig) -> MqttTransport:
@@ -142,6 +176,8 @@ class MqttTransport:
             broker_restarts=config.faults.broker_restart,
             daemon_restarts=config.faults.daemon_restart,
             daemon_id=config.daemon_id,
+            pack=config.pack,
+            senml_topic=config.senml_topic,
         )
 
     # -- the run -------------------------------------------------------------------------------
@@ -162,6 +198,7 @@ class MqttTransport:
                         backend=self.backend,
                         inputs=self.input_template,
                         output=self.output_template,
+                        senml=self.senml_topic if self.pack > 1 else None,
                     )
                     daemon.start()
                 else:
@@ -303,6 +340,14 @@ class MqttTransport:
             time.sleep(min(3.0, 2 * STATS_INTERVAL_S))
             baseline = self._stats_of(seen, lock, daemon_id) or {}
         ticks = schedule.ticks.tolist()
+        records = senml_records(schedule, self.prefix) if self.pack > 1 else [None] * len(schedule)
+        pending: list[str] = []  # SenML records not yet published (their readings count as sent)
+
+        def flush() -> None:
+            if pending:
+                client.publish(self.senml_topic, ("[" + ",".join(pending) + "]").encode(), qos=1)
+                pending.clear()
+
         clock.start()
         t0 = time.perf_counter()
         sent = 0
@@ -311,6 +356,7 @@ class MqttTransport:
             clock.wait_until(float(schedule.elapsed[lo]))
             for i in range(lo, hi):
                 while restart_at and i >= restart_at[0][0]:
+                    flush()
                     _, what = restart_at.pop(0)
                     self._drain(client, seen, lock, acked, sent, known_drop, daemon, daemon_id, exact=True)
                     if what == "broker_restart" and broker is not None:
@@ -329,6 +375,8 @@ class MqttTransport:
                         self._wait_online(seen, lock, daemon)
                     self.restarts[what] += 1
                 limit_wait = time.monotonic() + self.drain_timeout_s
+                if pending and sent - len(seen.forecasts) - (known_drop[sent - 1] if sent else 0) > self.max_inflight:
+                    flush()
                 while sent - len(seen.forecasts) - (known_drop[sent - 1] if sent else 0) > self.max_inflight + slack:
                     if daemon is not None:
                         daemon.check_alive()
@@ -336,8 +384,16 @@ class MqttTransport:
                         raise SimulationError("the daemon stopped publishing forecasts (flow control timed out)")
                     time.sleep(0.001)
                 send_time[i] = time.monotonic()
-                client.publish(topics[stream_of[i]], payloads[i], qos=1)
+                record = records[i]
+                if record is None:  # a payload SenML cannot carry (garbage, no ts): alone, in order
+                    flush()
+                    client.publish(topics[stream_of[i]], payloads[i], qos=1)
+                else:
+                    pending.append(record)
+                    if len(pending) >= self.pack:
+                        flush()
                 sent += 1
+            flush()
             if progress is not None:
                 progress(hi - lo)
         self._drain(client, seen, lock, acked, sent, known_drop, daemon, daemon_id, exact=False)

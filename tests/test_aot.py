@@ -38,6 +38,9 @@ def kernel_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     report = json.loads(result.output[result.output.index("{") :])
     assert report["dir"] == str(out) and len(report["modules"]) == 1
     assert all(err <= 1e-5 for err in report["max_abs_error_vs_reference"].values())
+    # timed against the JIT on this CPU; with one variant built, that one is kept
+    assert set(report["timings_ns"]) == {"host", "jit"} and all(t > 0 for t in report["timings_ns"].values())
+    assert report["kept"] == "host" == aot.read_choice(out)
     return out
 
 
@@ -152,6 +155,77 @@ def test_a_module_built_from_other_sources_is_not_used(kernel_dir: Path, tmp_pat
     assert fallback.returncode == 0, fallback.stderr
     assert fallback.stdout.strip() == "jit"
     assert "do not match" in fallback.stderr and "edge-gru build-kernels" in fallback.stderr
+
+
+@pytest.mark.parametrize(
+    ("timings", "kept"),
+    [
+        ({"host": 900.0, "generic": 1000.0, "jit": 800.0}, "host"),  # the JIT is only compared, never kept
+        ({"host": 1200.0, "generic": 1000.0, "jit": 800.0}, "generic"),
+        ({"host": 1000.0, "generic": 1000.0}, "host"),  # a tie goes to host
+        ({"generic": 5.0, "jit": 1.0}, "generic"),
+        ({"host": float("nan"), "generic": 7.0}, "generic"),  # a failed timing never wins
+    ],
+)
+def test_the_fastest_timed_variant_is_kept(timings: dict[str, float], kept: str) -> None:
+    assert aot.select_variant(timings) == kept
+
+
+def test_nothing_timed_is_an_error() -> None:
+    with pytest.raises(aot.KernelBuildError, match="no ahead-of-time variant"):
+        aot.select_variant({"jit": 1.0})
+
+
+def _with_fake_generic(kernel_dir: Path, tmp_path: Path) -> Path:
+    """A copy of the built dir with the host module also filed as a generic build (same code, another file)."""
+    both = tmp_path / "both"
+    shutil.copytree(kernel_dir, both)
+    (both / aot.CHOICE_FILE).unlink()
+    host = json.loads((both / f"{aot.module_name('host')}.json").read_text())
+    generic_file = f"{aot.module_name('generic')}{aot.extension_suffix()}"
+    shutil.copy(both / host["file"], both / generic_file)
+    (both / f"{aot.module_name('generic')}.json").write_text(
+        json.dumps({**host, "variant": "generic", "file": generic_file, "cpu_name": "generic"})
+    )
+    return both
+
+
+def test_the_loader_prefers_the_kept_variant(kernel_dir: Path, tmp_path: Path) -> None:
+    both = _with_fake_generic(kernel_dir, tmp_path)
+    loaded = aot.load_kernels([both])
+    assert loaded is not None and loaded.variant == "host"  # no choice file: host first
+    assert aot.write_choice(both, {"host": 2000.0, "generic": 1500.0, "jit": 1000.0}) == "generic"
+    loaded = aot.load_kernels([both])
+    assert loaded is not None and loaded.variant == "generic" and loaded.path.parent == both
+    # a later build of host alone merges its new timing with generic's earlier one
+    assert aot.write_choice(both, {"host": 1400.0}) == "host"
+    assert json.loads((both / aot.CHOICE_FILE).read_text())["timings_ns"]["generic"] == 1500.0
+    # a choice made on another CPU (the directory copied to another board) is ignored
+    info = json.loads((both / aot.CHOICE_FILE).read_text())
+    (both / aot.CHOICE_FILE).write_text(json.dumps({**info, "kept": "generic", "cpu": "another-cpu"}))
+    assert aot.read_choice(both) is None
+    # a kept variant whose module is gone: the loader takes what is there
+    (both / aot.CHOICE_FILE).write_text(json.dumps({**info, "kept": "generic"}))
+    (both / f"{aot.module_name('generic')}.json").unlink()
+    loaded = aot.load_kernels([both])
+    assert loaded is not None and loaded.variant == "host"
+
+
+def test_the_jit_still_serves_when_the_kept_variant_cannot_load(kernel_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(kernel_dir, broken)
+    for module in broken.glob(f"*{aot.extension_suffix()}"):
+        module.write_bytes(b"not an extension module")
+    result = run_python(
+        """
+        import edge_gru
+        print(edge_gru.load("models/default", backend="numba").backend.kernel_kind)
+        """,
+        {"EDGE_GRU_KERNEL_DIR": str(broken), "EDGE_GRU_KERNELS": "auto"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "jit"
+    assert "cannot import compiled kernels" in result.stderr
 
 
 def _mapped_files(pid: int) -> set[str]:

@@ -121,6 +121,26 @@ def test_spawned_broker_and_daemon_survive_restarts_with_the_same_forecasts() ->
     assert report["accepted"]["observed"] == report["accepted"]["expected"]
 
 
+def test_senml_packs_from_the_simulator_give_the_forecasts_and_drops_of_single_messages() -> None:
+    """``--pack``: valid readings travel as SenML packs, faults the parser refuses alone; nothing else changes."""
+    common: dict[str, Any] = dict(
+        streams=4, duration_s=12 * 3600, seed=9, faults=parse_faults("all,nan=0.01,garbage=0.01"), backend="numpy"
+    )
+    packed = simulate(SimConfig(spawn_broker=True, model=str(DEFAULT_MODEL), pack=50, **common))
+    local = _in_process(SimConfig(**common))
+    a, b = _forecasts(packed), _forecasts(local)
+    assert len(b) > 400 and a.keys() == b.keys()
+    np.testing.assert_allclose([a[k] for k in b], [b[k] for k in b], rtol=1e-6)
+    ra, rb = packed.report.to_json(), local.report.to_json()
+    assert ra["dropped"] == rb["dropped"]
+    assert packed.report.accepted_consistent
+
+
+def test_pack_needs_a_broker() -> None:
+    with pytest.raises(edge_gru.errors.ConfigError, match="pack"):
+        SimConfig(pack=50)
+
+
 def test_no_daemon_online_is_a_clear_error(broker: Broker) -> None:
     transport = MqttTransport(
         broker=broker.url,

@@ -32,12 +32,21 @@ from edge_gru import aot
     help="host: fastest, runs only on this CPU model; generic: any CPU of this architecture.",
 )
 @click.option("--check", is_flag=True, help="Build nothing; say which compiled modules match this machine.")
+@click.option(
+    "--no-timing",
+    "timing",
+    flag_value=False,
+    default=True,
+    help="Do not time the variants against the JIT (the loader then prefers host).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def build_kernels(out: str | None, variant: str, check: bool, as_json: bool) -> None:
+def build_kernels(out: str | None, variant: str, check: bool, timing: bool, as_json: bool) -> None:
     """Compile the numba kernels into an extension module that runs without numba.
 
-    Needs numba and a C compiler at build time only. The module is verified against the
-    numpy reference before this command reports success.
+    Needs numba and a C compiler at build time only. Each module is verified against the
+    numpy reference before this command reports success, then timed with the JIT on
+    this CPU; the fastest variant is kept (the loader tries it first) and the command says
+    which, and by how much.
     """
     dirs = [Path(out).expanduser()] if out else aot.kernel_dirs()
     if check:
@@ -55,22 +64,90 @@ def build_kernels(out: str | None, variant: str, check: bool, as_json: bool) -> 
     except aot.KernelBuildError as exc:
         raise click.ClickException(str(exc)) from exc
     bad = {name: err for name, err in errors.items() if err > 1e-5}
+    timings: dict[str, float] = {}
+    kept = None
+    if timing and not bad:
+        timings = time_kernels(paths)
+        kept = aot.write_choice(dirs[0], timings, detail={"workload": WORKLOAD})
     report = {
         "dir": str(dirs[0]),
         "modules": [p.name for p in paths],
         "max_abs_error_vs_reference": errors,
         "env": {aot.KERNEL_DIR_ENV: str(dirs[0])},
         "found_by_default": dirs[0].resolve() in [d.resolve() for d in aot.kernel_dirs()],
+        "timings_ns": timings,
+        "kept": kept,
+        "workload": WORKLOAD if timings else None,
     }
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
         for path in paths:
             click.echo(f"built {path}  (max abs error vs numpy reference {errors[path.name]:.1e})")
+        if kept is not None:
+            click.echo(_verdict(kept, timings))
         if not report["found_by_default"]:
             click.echo(f"the loader looks there when {aot.KERNEL_DIR_ENV}={dirs[0]} is set")
     if bad:
         raise click.ClickException(f"compiled kernels disagree with the reference: {bad}")
+
+
+#: what the variants are timed on: one batched step of the default bundle's shape across S streams
+_UNITS, _FEATURES, _STREAMS = 50, 1, 1024
+WORKLOAD: dict[str, object] = {
+    "units": _UNITS,
+    "features": _FEATURES,
+    "streams": _STREAMS,
+    "reset_after": True,
+    "clock": "process CPU time",
+}
+
+
+def time_kernels(paths: list[Path]) -> dict[str, float]:
+    """Nanoseconds per batched step (:data:`WORKLOAD`) of each built variant and of the numba JIT, best of bursts."""
+    import numpy as np
+
+    from edge_gru import kernels
+    from edge_gru.bench.timing import best_ns
+    from edge_gru.bundle import GRUWeights
+    from edge_gru.kernel_layout import tile_scratch_size
+
+    u, i, s = _UNITS, _FEATURES, _STREAMS
+    rng = np.random.default_rng(1)
+    w = GRUWeights(
+        (rng.standard_normal((i, 3 * u)) * 0.3).astype(np.float32),
+        (rng.standard_normal((u, 3 * u)) * 0.3).astype(np.float32),
+        (rng.standard_normal((2, 3 * u)) * 0.1).astype(np.float32),
+        (rng.standard_normal((u, 1)) * 0.3).astype(np.float32),
+        rng.standard_normal(1).astype(np.float32),
+    )
+    packed = w.packed()
+    x = rng.standard_normal((s, i)).astype(np.float32)
+    rows = np.arange(s, dtype=np.int64)
+    scratch = np.zeros(tile_scratch_size(u, i), np.float32)
+    y = np.zeros(s, np.float32)
+    fns: dict[str, object] = {"jit": kernels.gru_step_batch}
+    for path in paths:
+        info = json.loads(path.with_name(path.name.removesuffix(aot.extension_suffix()) + ".json").read_text())
+        fns[str(info["variant"])] = aot._import_extension(str(info["module"]), path).gru_step_batch
+    out = {}
+    for name, fn in fns.items():
+        h = np.zeros((s, u), np.float32)
+        out[name] = round(best_ns(lambda fn=fn, h=h: fn(packed, x, h, rows, scratch, y, True)), 1)  # type: ignore[operator,misc]
+    return out
+
+
+def _verdict(kept: str, timings: dict[str, float]) -> str:
+    s = _STREAMS
+    rate = {k: s / v * 1e3 for k, v in timings.items()}  # million readings/s
+    others = ", ".join(f"{k} {rate[k]:.2f}" for k in timings if k != kept)
+    line = f"kept {kept}: {rate[kept]:.2f} M steps/s at S={s} on this CPU ({others})"
+    if "jit" in timings and timings["jit"] < timings[kept]:
+        line += (
+            f"; the JIT is {timings[kept] / timings['jit']:.2f}x faster here: the compiled module still saves numba's"
+            " import (~60 MiB, seconds of compiling); EDGE_GRU_KERNELS=jit prefers the JIT"
+        )
+    return line
 
 
 def _verify(path: Path) -> float:

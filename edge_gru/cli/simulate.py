@@ -52,6 +52,14 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--speed", type=float, help="Play simulated time this many times faster than real time.")
 @click.option("--input-topic", help="Input topic template (default sensors/{stream}/value).")
 @click.option("--output-topic", help="Forecast topic template (default predictions/{stream}).")
+@click.option(
+    "--pack",
+    type=click.IntRange(min=1),
+    help="Send readings as SenML packs of up to N records (needs --broker or --spawn-broker; default 1).",
+)
+@click.option(
+    "--senml-topic", help="Topic of the SenML packs (default senml/edge-gru-sim; a --broker daemon's senml_input)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option(
     "--plot", type=click.Path(dir_okay=False), help="Write a PNG of actual vs forecast and the error histogram."
@@ -84,6 +92,8 @@ def simulate(
     speed: float | None,
     input_topic: str | None,
     output_topic: str | None,
+    pack: int | None,
+    senml_topic: str | None,
     as_json: bool,
     plot: str | None,
     model: str | None,
@@ -107,6 +117,7 @@ def simulate(
       edge-gru simulate --replay meter.csv --column kWh --streams 0
       edge-gru simulate --scenario electricity --json
       edge-gru simulate --spawn-broker --faults broker_restart=1,daemon_restart=1
+      edge-gru simulate --spawn-broker --pack 50 --faults all
     """
     from edge_gru.extras import require_extra
 
@@ -214,6 +225,10 @@ def _config(**opts: Any) -> Any:
         kwargs["input_template"] = opts["input_topic"]
     if opts["output_topic"]:
         kwargs["output_template"] = opts["output_topic"]
+    if opts["pack"]:
+        kwargs["pack"] = opts["pack"]
+    if opts["senml_topic"]:
+        kwargs["senml_topic"] = opts["senml_topic"]
     return SimConfig(**kwargs)
 
 

@@ -29,7 +29,7 @@ from edge_gru.adaptation import MODES as ADAPTATION_CHOICES
 from edge_gru.adaptation import AdaptationSpec, resolve_spec
 from edge_gru.backends import BACKEND_CHOICES
 from edge_gru.daemon.logs import LEVELS, event
-from edge_gru.daemon.payload import MAX_PAYLOAD_BYTES, TopicMap, validate_output_template
+from edge_gru.daemon.payload import MAX_PAYLOAD_BYTES, InputTopics, TopicMap, validate_output_template
 from edge_gru.errors import ConfigError
 from edge_gru.pool import DEFAULT_MAX_ABS_VALUE, DEFAULT_MAX_ID_BYTES, DEFAULT_MAX_STREAMS
 
@@ -98,6 +98,8 @@ class StreamsConfig:
     """``[streams]``: topics, the pool's limits, and the worker's queue; the one home of their defaults."""
 
     input: tuple[str, ...] = (DEFAULT_INPUT,)
+    pack_input: tuple[str, ...] = ()  # templates whose messages are JSON arrays of the stream's readings
+    senml_input: tuple[str, ...] = ()  # topic filters whose messages are SenML packs (streams from the names)
     output: str = DEFAULT_OUTPUT
     output_qos: int = 1
     output_retain: bool = False
@@ -353,6 +355,21 @@ def _validate(cfg: Config, source: str) -> None:
         TopicMap(s.input)
     except ValueError as exc:
         raise ConfigError(at(f"streams.input: {exc}")) from None
+    if s.pack_input:
+        try:
+            TopicMap(s.pack_input)
+        except ValueError as exc:
+            raise ConfigError(at(f"streams.pack_input: {exc}")) from None
+    try:
+        InputTopics(s.input, s.pack_input, s.senml_input)
+    except ValueError as exc:
+        raise ConfigError(at(f"streams.senml_input: {exc}")) from None
+    _check(
+        not (cfg.cluster.enabled and (s.pack_input or s.senml_input)),
+        at("streams.pack_input"),
+        "packs (pack_input, senml_input) are read by a single daemon, not by a cluster member; "
+        "send one reading per message to a cluster",
+    )
     try:
         validate_output_template(s.output)
     except ValueError as exc:

@@ -31,7 +31,7 @@ from edge_gru.daemon.discovery import Discovery
 from edge_gru.daemon.logs import event
 from edge_gru.daemon.mqttclient import MqttClient
 from edge_gru.daemon.notify import Notifier
-from edge_gru.daemon.payload import TopicMap
+from edge_gru.daemon.payload import InputTopics
 from edge_gru.daemon.worker import Worker
 from edge_gru.errors import EdgeGruError
 from edge_gru.model import Model
@@ -71,7 +71,7 @@ class Service:
         self.notifier = notifier if notifier is not None else Notifier.from_env()
         self.model = model if model is not None else load_model(cfg.model)
         s = cfg.streams
-        self.topics = TopicMap(s.input)
+        self.topics = InputTopics(s.input, s.pack_input, s.senml_input)
         self.mqtt = MqttClient(
             cfg.mqtt, subscriptions=self.topics.subscriptions(), on_message=self._on_message, on_ready=self._on_ready
         )
@@ -306,7 +306,9 @@ def check(cfg: Config) -> dict[str, Any]:
         "backend": model.backend_name,
         "mode": model.manifest.mode,
         "features": list(model.manifest.features),
-        "subscriptions": TopicMap(cfg.streams.input).subscriptions(),
+        "subscriptions": InputTopics(
+            cfg.streams.input, cfg.streams.pack_input, cfg.streams.senml_input
+        ).subscriptions(),
         "output": cfg.streams.output,
         "status_topic": cfg.mqtt.status_topic,
         "checkpoint": str(cfg.checkpoint_path),

@@ -26,10 +26,16 @@ from edge_gru.daemon.logs import RateLimitedWarnings, event
 from edge_gru.daemon.payload import (
     STATUS_REASONS,
     DropReason,
+    ForecastEncoder,
+    InputTopics,
+    Pack,
+    Route,
     TopicMap,
-    encode_forecast,
+    Values,
     output_topic,
-    parse_payload,
+    parse_pack,
+    parse_senml,
+    parse_values,
 )
 from edge_gru.daemon.stats import Stats
 from edge_gru.errors import PayloadError
@@ -87,6 +93,9 @@ class Worker:
         self.model = model
         self.publisher = publisher
         self.topics = TopicMap(s.input)
+        # caches keyed by topic or stream, bounded by the pool's size (a churn of streams must not grow them)
+        self._cache_size = max(64, s.max_streams)
+        self.routes = InputTopics(s.input, s.pack_input, s.senml_input, cache_size=self._cache_size)
         self.output_template = s.output
         self.max_streams = s.max_streams
         self.queue_size = s.queue_size
@@ -101,7 +110,10 @@ class Worker:
         self.pool = pool if pool is not None else self._new_pool(model)
         self.stats = Stats(clock=clock)
         self._warnings = RateLimitedWarnings(log, interval_s=warn_interval_s)
-        self._queue: deque[tuple[str, np.ndarray, float | None, float]] = deque()
+        # one tuple per reading: (stream, values, ts or None, receive time)
+        self._queue: deque[tuple[str, Values, float | None, float]] = deque()
+        self._topics_out: dict[str, str] = {}  # stream -> its output topic
+        self._encoder = ForecastEncoder(model.id, model.backend_name, limit=self._cache_size)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._idle = False
@@ -115,16 +127,19 @@ class Worker:
 
     # -- the network thread's side -------------------------------------------------------------
     def submit(self, topic: str, payload: bytes, received: float | None = None) -> None:
-        """Parse one message and enqueue it. Thread-safe, never raises: failures are counted by reason."""
+        """Parse one message and enqueue its readings. Thread-safe, never raises: failures are counted by reason."""
         if received is None:
             received = self._clock()
-        stream = self.topics.stream(topic)
+        route, stream = self.routes.route(topic)
+        if route is not Route.READING:
+            self._submit_pack(topic, route, stream, payload, received)
+            return
         reason = detail = None
         if stream is None:
             reason, detail = DropReason.UNKNOWN_TOPIC, "matches no input template"
         else:
             try:
-                values, ts = parse_payload(payload, self._features, max_bytes=self.max_payload_bytes)
+                values, ts = parse_values(payload, self._features, max_bytes=self.max_payload_bytes)
             except PayloadError as exc:
                 reason, detail = getattr(exc, "reason", DropReason.BAD_PAYLOAD), str(exc)
             except Exception as exc:  # a parser bug must not kill the network thread
@@ -147,6 +162,48 @@ class Worker:
         if reason is not None:
             self._warnings.warn(reason, "dropped_reading", topic=topic, reason=reason, detail=detail)
 
+    def _submit_pack(self, topic: str, route: Route, stream: str | None, payload: bytes, received: float) -> None:
+        """A message of several readings: each is queued or counted, as if it had come alone."""
+        try:
+            if route is Route.PACK:
+                assert stream is not None
+                pack = parse_pack(payload, stream, self._features, max_bytes=self.max_payload_bytes)
+            else:
+                pack = parse_senml(payload, self._features, received=received, max_bytes=self.max_payload_bytes)
+        except Exception as exc:  # a parser bug must not kill the network thread: the message counts as one
+            pack = Pack(drops={DropReason.BAD_PAYLOAD: 1}, detail=repr(exc))
+        readings = pack.readings
+        full = 0
+        with self._lock:
+            self.stats.received += pack.count
+            for why, n in pack.drops.items():
+                self.stats.dropped[why] += n
+            room = self.queue_size - len(self._queue)
+            if len(readings) > room:
+                full = len(readings) - max(room, 0)
+                if self.queue_policy == "drop_newest":
+                    readings = readings[: max(room, 0)]
+                else:
+                    for _ in range(min(full, len(self._queue))):
+                        self._queue.popleft()
+                    readings = readings[-self.queue_size :]  # a pack larger than the whole queue keeps its newest
+                self.stats.dropped[DropReason.QUEUE_FULL] += full
+            if readings:
+                self._queue.extend([(name, values, ts, received) for name, values, ts in readings])
+                if self._idle:
+                    self._wake.notify()
+        if pack.drops:
+            reason = next(iter(pack.drops))
+            self._warnings.warn(reason, "dropped_reading", topic=topic, reason=reason, detail=pack.detail)
+        if full:
+            self._warnings.warn(
+                DropReason.QUEUE_FULL,
+                "dropped_reading",
+                topic=topic,
+                reason=DropReason.QUEUE_FULL,
+                detail=f"queue holds {self.queue_size}; {full} readings of a pack dropped ({self.queue_policy})",
+            )
+
     @property
     def alive(self) -> bool:
         """Whether the worker thread runs (False before start and after stop)."""
@@ -166,11 +223,12 @@ class Worker:
                 return 0
             popleft = self._queue.popleft
             items = [popleft() for _ in range(k)]
-        ids = [it[0] for it in items]
-        values = np.concatenate([it[1] for it in items]).reshape(k, -1)
-        received = np.fromiter((it[3] for it in items), dtype=np.float64, count=k)
-        given = np.fromiter((it[2] is not None for it in items), dtype=bool, count=k)
-        ts = np.fromiter((it[3] if it[2] is None else it[2] for it in items), dtype=np.float64, count=k)
+        id_rows, value_rows, given_ts, received_at = zip(*items, strict=True)
+        ids: list[str] = list(id_rows)
+        values = np.array(value_rows, dtype=np.float64).reshape(k, -1)
+        received = np.array(received_at, dtype=np.float64)
+        given = np.array([t is not None for t in given_ts], dtype=bool)
+        ts = np.array([r if t is None else t for t, r in zip(given_ts, received_at, strict=True)], dtype=np.float64)
         drops: dict[DropReason, int] = {}
         published = 0
         try:
@@ -185,7 +243,8 @@ class Worker:
                 bands = (r.lower, r.upper, r.anomaly)
             forecast_rows = np.flatnonzero(status == Status.FORECAST)
             ok = np.zeros(forecast_rows.shape[0], dtype=bool)
-            model_id, backend = self.model.id, self.model.backend_name
+            encode = self._encoder.encode
+            topics_out = self._topics_out
             ts_list, fts_list, y_list = ts.tolist(), forecast_ts.tolist(), forecasts.tolist()
             lo_list, hi_list, an_list = (b.tolist() for b in bands) if bands is not None else ([], [], [])
             template, publish = self.output_template, self.publisher.publish
@@ -197,17 +256,17 @@ class Worker:
                     drops[DropReason.FORECAST_NOT_FINITE] = drops.get(DropReason.FORECAST_NOT_FINITE, 0) + 1
                     self._warnings.warn("forecast_not_finite", "forecast_not_finite", stream=stream)
                     continue
-                payload = encode_forecast(
-                    stream=stream,
-                    ts=ts_list[i],
-                    forecast_ts=fts_list[i],
-                    value=y_list[i],
-                    model_id=model_id,
-                    backend=backend,
-                    **({"lower": lo_list[i], "upper": hi_list[i], "anomaly": an_list[i]} if bands is not None else {}),
-                )
+                if bands is not None:
+                    payload = encode(stream, ts_list[i], fts_list[i], y_list[i], lo_list[i], hi_list[i], an_list[i])
+                else:
+                    payload = encode(stream, ts_list[i], fts_list[i], y_list[i])
+                topic = topics_out.get(stream)
+                if topic is None:
+                    if len(topics_out) >= self._cache_size:
+                        topics_out.clear()
+                    topic = topics_out[stream] = output_topic(template, stream)
                 try:
-                    publish(output_topic(template, stream), payload, qos=qos, retain=retain)
+                    publish(topic, payload, qos=qos, retain=retain)
                 except Exception as exc:  # counted and logged, never raised
                     drops[DropReason.PUBLISH_FAILED] = drops.get(DropReason.PUBLISH_FAILED, 0) + 1
                     self._warnings.warn("publish_failed", "publish_failed", stream=stream, detail=str(exc))
@@ -266,6 +325,7 @@ class Worker:
             self._announced.clear()
         self.model = model
         self._features = model.manifest.features
+        self._encoder = ForecastEncoder(model.id, model.backend_name, limit=self._cache_size)
 
     def _new_pool(self, model: Model) -> StreamPool:
         s = self.settings

@@ -360,8 +360,8 @@ class StreamPool:
         receive time elsewhere. Unstamped readings take part in the timestamp rules (order,
         duplicates, gaps, period learning) only when the pool was made with
         ``use_receive_time``: receive times of messages a broker queued during an outage arrive
-        in a burst and would teach the pool a wrong sample period. The stamped readings of a
-        batch are applied before its unstamped ones. With a bundle sample period, every
+        in a burst and would teach the pool a wrong sample period. Readings are applied in
+        arrival order, stamped or not. With a bundle sample period, every
         forecast's ``forecast_ts`` is its reading's time (own or receive) plus that period.
         """
         ts = np.asarray(timestamps, dtype=np.float64)
@@ -377,10 +377,13 @@ class StreamPool:
             forecast_ts = np.empty(n)
             resets = np.empty(n, dtype=bool)
             lower, upper, anomaly = np.empty(n), np.empty(n), np.empty(n, dtype=bool)
-            for mask in (given, ~given):
-                idx = np.flatnonzero(mask)
+            # Runs of stamped and unstamped readings, applied in arrival order: which new stream
+            # gets the pool's last free slot must not depend on how readings were batched.
+            edges = np.flatnonzero(np.diff(given.astype(np.int8))) + 1
+            for idx in np.split(np.arange(n), edges):
+                stamped_run = bool(given[idx[0]])
                 part = self.update_detailed(
-                    [stream_ids[i] for i in idx.tolist()], values[idx], ts[idx] if mask is given else None, now=now
+                    [stream_ids[i] for i in idx.tolist()], values[idx], ts[idx] if stamped_run else None, now=now
                 )
                 status[idx], forecasts[idx] = part.status, part.forecasts
                 forecast_ts[idx], resets[idx] = part.forecast_ts, part.resets

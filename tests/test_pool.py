@@ -11,6 +11,7 @@ import edge_gru
 from edge_gru import Status, reference
 from edge_gru.bundle import Normalization
 from edge_gru.errors import CheckpointError
+from edge_gru.harness import DEFAULT_MODEL
 from edge_gru.normalization import normalize_series
 from tests.bundles import make_bundle
 
@@ -332,3 +333,18 @@ def test_reset_and_remove(tmp_path: Path) -> None:
     assert np.isnan(pool.update(["a"], [10.0])[0])
     assert pool.remove("a") and not pool.remove("a")
     assert len(pool) == 0
+
+
+def test_mixed_batches_admit_new_streams_in_arrival_order() -> None:
+    """The last free slot goes to the stream that arrived first, stamped or not, however readings were batched."""
+    model = edge_gru.load(DEFAULT_MODEL, backend="numpy")
+    ids = ["plain", "stamped", "plain", "stamped"]
+    values = np.array([1.0, 2.0, 1.5, 2.5])
+    ts = np.array([100.0, 1000.0, 101.0, 1060.0])  # receive times where not stamped
+    stamped = np.array([False, True, False, True])
+    batched = model.pool(max_streams=1).update_received(ids, values, ts, stamped, now=0.0)
+    one_by_one = model.pool(max_streams=1)
+    singles = [one_by_one.update_received(ids[i : i + 1], values[i : i + 1], ts[i : i + 1], stamped[i : i + 1], now=0.0)
+               for i in range(len(ids))]  # fmt: skip
+    assert list(batched.status) == [int(r.status[0]) for r in singles]
+    assert Status(int(batched.status[1])) is Status.STREAM_LIMIT and "plain" in one_by_one

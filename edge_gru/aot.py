@@ -70,6 +70,9 @@ EXPORTS: dict[str, str] = {
     "gru_step": "f4(f4[::1], f4[::1], f4[::1], b1)",
     "gru_step_batch": "void(f4[::1], f4[:, ::1], f4[:, ::1], i8[::1], f4[::1], f4[::1], b1)",
     "gru_windows": "void(f4[::1], f4[:, :, ::1], f4[::1], f4[::1], b1)",
+    "stack_step": "void(f4[::1], i8[:, ::1], f4[::1], f4[::1], f4[::1])",
+    "stack_step_batch": "void(f4[::1], i8[:, ::1], f4[:, ::1], f4[:, ::1], i8[::1], f4[::1], f4[:, ::1])",
+    "stack_windows": "void(f4[::1], i8[:, ::1], f4[:, :, ::1], f4[::1], f4[:, ::1])",
 }
 
 _SOURCES = ("kernels.py", "kernel_layout.py")

@@ -22,102 +22,17 @@ import numpy as np
 from edge_gru.adaptation import AdaptationSpec
 from edge_gru.atomicfile import PUBLIC, atomic_write
 from edge_gru.errors import BundleError
+from edge_gru.layers import DenseLayer, GRULayer, Network, NetworkWeights, from_v1_arrays
 
 FORMAT = "edge-gru-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # format 1 (one GRU + Dense(1)) is migrated on read
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.npz"
 STEP_F32 = "step_f32.tflite"
 STEP_INT8 = "step_int8.tflite"
 MODES = ("window", "stateful")
 NORMALIZATIONS = ("fixed", "causal")
-
-_WEIGHT_KEYS = ("kernel", "recurrent_kernel", "bias", "dense_kernel", "dense_bias")
-
-
-@dataclass(frozen=True)
-class GRUWeights:
-    """Keras 3 GRU + Dense(1) weights, float32, Keras layouts (gate columns z | r | h)."""
-
-    kernel: np.ndarray  # (I, 3U)
-    recurrent_kernel: np.ndarray  # (U, 3U)
-    bias: np.ndarray  # (2, 3U) when reset_after else (3U,)
-    dense_kernel: np.ndarray  # (U, 1)
-    dense_bias: np.ndarray  # (1,)
-
-    @property
-    def input_features(self) -> int:
-        return int(self.kernel.shape[0])
-
-    @property
-    def units(self) -> int:
-        return int(self.recurrent_kernel.shape[0])
-
-    @property
-    def reset_after(self) -> bool:
-        return self.bias.ndim == 2
-
-    def input_bias(self) -> np.ndarray:
-        return np.asarray(self.bias[0] if self.reset_after else self.bias, dtype=np.float32)
-
-    def recurrent_bias(self) -> np.ndarray:
-        if self.reset_after:
-            return np.asarray(self.bias[1], dtype=np.float32)
-        return np.zeros(3 * self.units, dtype=np.float32)
-
-    def validate(self, *, where: str = WEIGHTS) -> None:
-        """Check shapes and finiteness; raise BundleError naming the array."""
-        arrays = self.as_dict()
-        for key, arr in arrays.items():
-            if arr.dtype != np.float32:
-                raise BundleError(f"{where}: array {key!r} has dtype {arr.dtype}, expected float32")
-            if not np.all(np.isfinite(arr)):
-                raise BundleError(f"{where}: array {key!r} contains NaN or inf")
-        i, u = self.kernel.shape[0] if self.kernel.ndim == 2 else -1, self.units
-        expected = {
-            "kernel": (i, 3 * u),
-            "recurrent_kernel": (u, 3 * u),
-            "dense_kernel": (u, 1),
-            "dense_bias": (1,),
-        }
-        if self.kernel.ndim != 2 or i < 1 or u < 1:
-            raise BundleError(f"{where}: array 'kernel' has shape {self.kernel.shape}, expected (I, 3U)")
-        for key, shape in expected.items():
-            if arrays[key].shape != shape:
-                raise BundleError(f"{where}: array {key!r} has shape {arrays[key].shape}, expected {shape}")
-        if self.bias.shape not in ((2, 3 * u), (3 * u,)):
-            raise BundleError(f"{where}: array 'bias' has shape {self.bias.shape}, expected (2, {3 * u}) or ({3 * u},)")
-
-    def as_dict(self) -> dict[str, np.ndarray]:
-        return {key: getattr(self, key) for key in _WEIGHT_KEYS}
-
-    @classmethod
-    def from_mapping(cls, arrays: Mapping[str, np.ndarray], *, where: str = WEIGHTS) -> GRUWeights:
-        missing = [k for k in _WEIGHT_KEYS if k not in arrays]
-        if missing:
-            raise BundleError(f"{where}: missing array(s) {', '.join(missing)}")
-        weights = cls(**{k: np.asarray(arrays[k]) for k in _WEIGHT_KEYS})
-        weights.validate(where=where)
-        return weights
-
-    def packed(self) -> np.ndarray:
-        """One contiguous float32 block: kernel | recurrent_kernel | b_in | b_rec | dense | dense_bias.
-
-        The kernels take this single block so a step call passes few arguments.
-        """
-        return np.ascontiguousarray(
-            np.concatenate(
-                [
-                    self.kernel.ravel(),
-                    self.recurrent_kernel.ravel(),
-                    self.input_bias(),
-                    self.recurrent_bias(),
-                    self.dense_kernel.ravel(),
-                    self.dense_bias.ravel(),
-                ]
-            ).astype(np.float32)
-        )
-
 
 @dataclass(frozen=True)
 class Normalization:
@@ -181,10 +96,8 @@ class Normalization:
 class Manifest:
     """The parsed, validated ``manifest.json``."""
 
-    units: int
-    input_features: int
+    network: Network
     window: int
-    reset_after: bool
     mode: str
     features: tuple[str, ...]
     target: str
@@ -199,6 +112,18 @@ class Manifest:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def input_features(self) -> int:
+        return self.network.input_features
+
+    @property
+    def state_size(self) -> int:
+        return self.network.state_size
+
+    @property
+    def horizon(self) -> int:
+        return self.network.horizon
+
+    @property
     def target_index(self) -> int:
         return self.features.index(self.target)
 
@@ -209,14 +134,9 @@ class Manifest:
             "id": self.bundle_id,
             "name": self.name,
             "architecture": {
-                "cell": "gru",
-                "units": self.units,
                 "input_features": self.input_features,
                 "window": self.window,
-                "reset_after": self.reset_after,
-                "activation": "tanh",
-                "recurrent_activation": "sigmoid",
-                "head": "dense1",
+                "layers": self.network.to_json(),
             },
             "mode": self.mode,
             "features": list(self.features),
@@ -238,22 +158,23 @@ class Manifest:
         if data.get("format") != FORMAT:
             raise BundleError(f"{MANIFEST}: field 'format' is {data.get('format')!r}, expected {FORMAT!r}")
         version = data.get("format_version")
-        if version != FORMAT_VERSION:
+        if isinstance(version, bool) or version not in READABLE_VERSIONS:
             raise BundleError(
-                f"{MANIFEST}: field 'format_version' is {version!r}; this edge-gru reads version "
-                f"{FORMAT_VERSION} (re-export the bundle or upgrade edge-gru)"
+                f"{MANIFEST}: field 'format_version' is {version!r}; this edge-gru reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))} (re-export the bundle or upgrade edge-gru)"
             )
         arch = data.get("architecture")
         if not isinstance(arch, dict):
             raise BundleError(f"{MANIFEST}: field 'architecture' must be an object")
-        if arch.get("cell", "gru") != "gru":
-            raise BundleError(f"{MANIFEST}: field 'architecture.cell' is {arch.get('cell')!r}, only 'gru' is served")
-        units = _integer(arch.get("units"), "architecture.units", 1)
         features_n = _integer(arch.get("input_features"), "architecture.input_features", 1)
         window = _integer(arch.get("window"), "architecture.window", 1)
-        reset_after = arch.get("reset_after")
-        if not isinstance(reset_after, bool):
-            raise BundleError(f"{MANIFEST}: field 'architecture.reset_after' must be true or false")
+        if version == 1:
+            network = _v1_network(arch, features_n)
+        else:
+            try:
+                network = Network.from_json(arch.get("layers"), features_n)
+            except BundleError as exc:
+                raise BundleError(f"{MANIFEST}: field {exc}") from None
         mode = data.get("mode")
         if mode not in MODES:
             raise BundleError(f"{MANIFEST}: field 'mode' is {mode!r}, expected one of {', '.join(MODES)}")
@@ -301,10 +222,8 @@ class Manifest:
             "files",
         }
         return cls(
-            units=units,
-            input_features=features_n,
+            network=network,
             window=window,
-            reset_after=reset_after,
             mode=mode,
             features=tuple(features),
             target=str(target),
@@ -326,7 +245,7 @@ class Bundle:
 
     path: Path
     manifest: Manifest
-    weights: GRUWeights
+    weights: NetworkWeights
 
     @property
     def id(self) -> str:
@@ -335,6 +254,17 @@ class Bundle:
     def file(self, name: str) -> Path | None:
         """Path of an optional file (e.g. ``step_int8.tflite``) when the bundle has it."""
         return self.path / name if name in self.manifest.files else None
+
+
+def _v1_network(arch: dict[str, Any], features: int) -> Network:
+    """Format 1's fixed architecture (one GRU, Dense(1)) as a layer list."""
+    if arch.get("cell", "gru") != "gru":
+        raise BundleError(f"{MANIFEST}: field 'architecture.cell' is {arch.get('cell')!r}, only 'gru' is served")
+    units = _integer(arch.get("units"), "architecture.units", 1)
+    reset_after = arch.get("reset_after")
+    if not isinstance(reset_after, bool):
+        raise BundleError(f"{MANIFEST}: field 'architecture.reset_after' must be true or false")
+    return Network(features, (GRULayer(units, reset_after), DenseLayer(1)))
 
 
 def _integer(value: Any, name: str, minimum: int) -> int:
@@ -365,13 +295,17 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_weights(path: Path) -> GRUWeights:
+def _read_weights(path: Path, network: Network) -> NetworkWeights:
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
     except Exception as exc:  # a damaged zip raises many kinds (BadZipFile, NotImplementedError, zlib.error, ...)
         raise BundleError(f"{path}: cannot read weights ({exc}); the file is corrupt or not an .npz") from exc
-    return GRUWeights.from_mapping(arrays, where=str(path))
+    if "kernel" in arrays:  # format 1 keys
+        weights = from_v1_arrays(arrays, where=str(path))
+    else:
+        weights = NetworkWeights.from_mapping(network, arrays, where=str(path))
+    return weights
 
 
 def load_bundle(path: str | os.PathLike[str]) -> Bundle:
@@ -399,16 +333,12 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
                 f"{file_path}: sha256 {actual[:12]}… does not match {MANIFEST} ({expected[:12]}…); "
                 "the bundle is corrupt or was edited: copy it again or re-export it"
             )
-    weights = _read_weights(root / WEIGHTS)
-    if (weights.input_features, weights.units, weights.reset_after) != (
-        manifest.input_features,
-        manifest.units,
-        manifest.reset_after,
-    ):
+    weights = _read_weights(root / WEIGHTS, manifest.network)
+    if weights.network != manifest.network:
         raise BundleError(
-            f"{root / WEIGHTS}: shapes (I={weights.input_features}, U={weights.units}, "
-            f"reset_after={weights.reset_after}) do not match {MANIFEST} field 'architecture' "
-            f"(I={manifest.input_features}, U={manifest.units}, reset_after={manifest.reset_after})"
+            f"{root / WEIGHTS}: shapes ({weights.network.input_features} inputs, {weights.network.describe()}) "
+            f"do not match {MANIFEST} field 'architecture' ({manifest.input_features} inputs, "
+            f"{manifest.network.describe()})"
         )
     return Bundle(path=root, manifest=manifest, weights=weights)
 
@@ -422,8 +352,16 @@ def compute_bundle_id(name: str, file_shas: Mapping[str, str], manifest: Manifes
     It covers the weights and the TFLite step models (a re-calibrated int8 model is a
     different model even with the same float weights), not reports such as metrics.json.
     """
+    net = manifest.network
+    arch: list[Any]
+    if net.is_classic:  # the format-1 form: ids of such bundles do not change with the format
+        gru = net.layers[0]
+        assert isinstance(gru, GRULayer)
+        arch = [gru.units, net.input_features, manifest.window, gru.reset_after]
+    else:
+        arch = [net.input_features, manifest.window, net.to_json()]
     core = {
-        "arch": [manifest.units, manifest.input_features, manifest.window, manifest.reset_after],
+        "arch": arch,
         "mode": manifest.mode,
         "normalization": manifest.normalization.to_json(),
         "features": list(manifest.features),
@@ -443,7 +381,7 @@ def compute_bundle_id(name: str, file_shas: Mapping[str, str], manifest: Manifes
 def write_bundle(
     out: str | os.PathLike[str],
     manifest: Manifest,
-    weights: GRUWeights,
+    weights: NetworkWeights,
     extra_files: Mapping[str, bytes] | None = None,
 ) -> Bundle:
     """Write a bundle directory (weights, extra files, then the manifest last) and return it loaded.

@@ -41,7 +41,15 @@ from typing import Any
 import numpy as np
 
 from edge_gru.errors import KernelCacheError
-from edge_gru.kernel_layout import MIN_TILE_STREAMS, STATE_PER_UNIT, TILE, packed_size, tile_scratch_size
+from edge_gru.kernel_layout import (
+    MIN_TILE_STREAMS,
+    STATE_PER_UNIT,
+    TILE,
+    packed_size,
+    stack_scratch_size,
+    stack_state_size,
+    tile_scratch_size,
+)
 
 try:
     import numba
@@ -60,6 +68,11 @@ __all__ = [
     "gru_step_batch",
     "gru_windows",
     "packed_size",
+    "stack_scratch_size",
+    "stack_state_size",
+    "stack_step",
+    "stack_step_batch",
+    "stack_windows",
     "tile_scratch_size",
     "warm_up",
 ]
@@ -166,11 +179,12 @@ def _rows_times(p, start, stride, v, out, n):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(inline="always", **_JIT)
-def _cell(p, x, h, gx, gh, reset_after):  # type: ignore[no-untyped-def]
-    """One GRU step + Dense(1) on one stream; ``h`` updated in place; returns y.
+def _gru_update(p, x, h, gx, gh, reset_after):  # type: ignore[no-untyped-def]
+    """One GRU layer's step on one stream: ``h`` updated in place from input ``x``.
 
-    Every inner loop indexes a slice from zero, so LLVM can prove the indices non-negative
-    and vectorize (an offset index keeps numba's negative-index wrap check in the loop).
+    ``p`` starts at the layer's block. Every inner loop indexes a slice from zero, so LLVM
+    can prove the indices non-negative and vectorize (an offset index keeps numba's
+    negative-index wrap check in the loop).
     """
     n_in = x.shape[0]
     u = h.shape[0]
@@ -178,13 +192,12 @@ def _cell(p, x, h, gx, gh, reset_after):  # type: ignore[no-untyped-def]
     rec = n_in * g
     b_in = rec + u * g
     b_rec = b_in + g
-    dense = b_rec + g
     bi = p[b_in:b_rec]
     for j in range(g):
         gx[j] = bi[j]
     _rows_times(p, 0, g, x, gx, g)
     if reset_after:
-        br = p[b_rec:dense]
+        br = p[b_rec : b_rec + g]
         for j in range(g):
             gh[j] = br[j]
         _rows_times(p, rec, g, h, gh, g)
@@ -221,6 +234,14 @@ def _cell(p, x, h, gx, gh, reset_after):  # type: ignore[no-untyped-def]
             z = zr[j]
             c = fast_tanh(cand[j])
             h[j] = z * h[j] + (_ONE - z) * c
+
+
+@numba.njit(inline="always", **_JIT)
+def _cell(p, x, h, gx, gh, reset_after):  # type: ignore[no-untyped-def]
+    """One GRU step + Dense(1) on one stream (the single-layer block); ``h`` updated in place; returns y."""
+    _gru_update(p, x, h, gx, gh, reset_after)
+    u = h.shape[0]
+    dense = x.shape[0] * 3 * u + u * 3 * u + 6 * u
     dw = p[dense : dense + u]
     y = p[dense + u]
     for j in range(u):
@@ -507,9 +528,232 @@ def gru_windows(p, windows, scratch, y, reset_after):  # type: ignore[no-untyped
         _tile_dense(p, hn, t, n, u, dense, y[start : start + n])
 
 
+# -- stacks of layers (edge_gru.layers): any number of GRU layers, then dense layers -------------
+
+
+@numba.njit(inline="always", **_JIT)
+def _activate(v, n, code):  # type: ignore[no-untyped-def]
+    """Dense activation in place on ``v[:n]``: 0 linear, 1 relu, 2 tanh, 3 sigmoid (layers.ACTIVATIONS)."""
+    if code == 1:
+        for c in range(n):
+            v[c] = max(v[c], _ZERO)
+    elif code == 2:
+        for c in range(n):
+            v[c] = fast_tanh(v[c])
+    elif code == 3:
+        for c in range(n):
+            v[c] = _HALF + _HALF * fast_tanh(_HALF * v[c])
+
+
+@numba.njit(inline="always", **_JIT)
+def _dims(meta, n_in):  # type: ignore[no-untyped-def]
+    """(state size, widest GRU, widest dense, widest activation) of a layer table."""
+    hs = 0
+    umax = 1
+    dmax = 1
+    wmax = n_in
+    for layer in range(meta.shape[0]):
+        u = meta[layer, 1]
+        wmax = max(wmax, u)
+        if meta[layer, 0] == 0:
+            hs += u
+            umax = max(umax, u)
+        else:
+            dmax = max(dmax, u)
+    return hs, umax, dmax, wmax
+
+
+@numba.njit(**_JIT)
+def _stack_one(p, meta, x, h, gx, gh, d0, d1, y):  # type: ignore[no-untyped-def]
+    """One stream, one step of the whole stack: ``h`` (state size) in place, ``y`` (horizon) out.
+
+    Not inlined: the stack kernels share one compiled copy (the ahead-of-time build stays small).
+    """
+    v = x
+    off_h = 0
+    flip = 0
+    for layer in range(meta.shape[0]):
+        u = meta[layer, 1]
+        off = meta[layer, 3]
+        n_in = v.shape[0]
+        if meta[layer, 0] == 0:
+            hl = h[off_h : off_h + u]
+            size = n_in * 3 * u + u * 3 * u + 6 * u
+            _gru_update(p[off : off + size], v, hl, gx[: 3 * u], gh[: 3 * u], meta[layer, 2] != 0)
+            v = hl
+            off_h += u
+        else:
+            out = d0[:u] if flip == 0 else d1[:u]
+            flip = 1 - flip
+            bias = p[off + n_in * u : off + n_in * u + u]
+            for k in range(u):
+                out[k] = bias[k]
+            _rows_times(p, off, u, v, out, u)
+            _activate(out, u, meta[layer, 2])
+            v = out
+    for k in range(y.shape[0]):
+        y[k] = v[k]
+
+
+@numba.njit(**_JIT)
+def stack_step(p, meta, x, state, y):  # type: ignore[no-untyped-def]
+    """One stream, one step: ``state`` is ``h (state size) | scratch`` (``stack_state_size``); ``y`` (horizon)."""
+    hs, umax, dmax, _ = _dims(meta, x.shape[0])
+    o = hs
+    gx = state[o : o + 3 * umax]
+    gh = state[o + 3 * umax : o + 6 * umax]
+    d0 = state[o + 6 * umax : o + 6 * umax + dmax]
+    d1 = state[o + 6 * umax + dmax : o + 6 * umax + 2 * dmax]
+    _stack_one(p, meta, x, state[:hs], gx, gh, d0, d1, y)
+
+
+@numba.njit(**_JIT)
+def _stack_tile_in(p, meta, hs_t, a, b, rh, acc, t, n, n_in):  # type: ignore[no-untyped-def]
+    """One step of the stack on ``n`` stream columns of tiles of ``t``.
+
+    Inputs (n_in, t) in ``a``; the states ``hs_t`` (state size, t) are updated in place (each
+    GRU layer's new state is the next layer's input where it lies); dense layers ping-pong
+    between ``a`` and ``b``. Returns 0 when the output (horizon, t) is in ``a``, 1 in ``b``.
+    """
+    cur = 0  # where this layer's input lies: 0 a, 1 b, 2 hs_t rows [cur_row, cur_row + rows_in)
+    cur_row = 0
+    rows_in = n_in
+    off_h = 0
+    for layer in range(meta.shape[0]):
+        u = meta[layer, 1]
+        off = meta[layer, 3]
+        if cur == 0:
+            xin = a[: rows_in * t]
+        elif cur == 1:
+            xin = b[: rows_in * t]
+        else:
+            xin = hs_t[cur_row * t : (cur_row + rows_in) * t]
+        if meta[layer, 0] == 0:
+            ht = hs_t[off_h * t : (off_h + u) * t]
+            hn = b[: u * t] if cur == 0 else a[: u * t]
+            size = rows_in * 3 * u + u * 3 * u + 6 * u
+            _tile_step(p[off : off + size], xin, ht, hn, rh[: u * t], acc, t, n, meta[layer, 2] != 0)
+            for k in range(u):
+                src = hn[k * t : k * t + n]
+                dst = ht[k * t : k * t + n]
+                for c in range(n):
+                    dst[c] = src[c]
+            cur = 2
+            cur_row = off_h
+            off_h += u
+        else:
+            nxt = 1 if cur == 0 else 0
+            out = b[: u * t] if nxt == 1 else a[: u * t]
+            for o in range(u):
+                col = out[o * t : o * t + n]
+                _fill(col, p[off + rows_in * u + o], n)
+                _accumulate_cols(p, off + o, u, xin, t, n, col)
+                _activate(col, n, meta[layer, 2])
+            cur = nxt
+        rows_in = u
+    return cur
+
+
+@numba.njit(**_JIT)
+def stack_step_batch(p, meta, x, h, rows, scratch, y):  # type: ignore[no-untyped-def]
+    """S streams, one step each: ``x`` (S, I); ``h`` (N, state size) rows ``rows[s]`` in place; ``y`` (S, horizon).
+
+    Tiles of T streams run as columns (``stack_scratch_size``); a tile with a repeated
+    stream, or of fewer than ``MIN_TILE_STREAMS``, runs stream by stream, in order.
+    """
+    n_in = x.shape[1]
+    s_total = x.shape[0]
+    hs, umax, dmax, wmax = _dims(meta, n_in)
+    horizon = y.shape[1]
+    t = scratch.shape[0] // (hs + 2 * wmax + umax + 6)
+    if t < MIN_TILE_STREAMS:
+        t = 0
+    hs_t = scratch[: hs * t]
+    a = scratch[hs * t : (hs + wmax) * t]
+    b = scratch[(hs + wmax) * t : (hs + 2 * wmax) * t]
+    rh = scratch[(hs + 2 * wmax) * t : (hs + 2 * wmax + umax) * t]
+    acc = scratch[(hs + 2 * wmax + umax) * t : (hs + 2 * wmax + umax + 6) * t]
+    gx = scratch[: 3 * umax]
+    gh = scratch[3 * umax : 6 * umax]
+    d0 = scratch[6 * umax : 6 * umax + dmax]
+    d1 = scratch[6 * umax + dmax : 6 * umax + 2 * dmax]
+    start = 0
+    while start < s_total:
+        n = min(t, s_total - start)
+        if n < MIN_TILE_STREAMS or _has_duplicates(rows, start, n):
+            stop = start + max(n, 1)
+            for s in range(start, stop):
+                _stack_one(p, meta, x[s], h[rows[s]], gx, gh, d0, d1, y[s])
+            start = stop
+            continue
+        for c in range(n):
+            xs = x[start + c]
+            for i in range(n_in):
+                a[i * t + c] = xs[i]
+            row = h[rows[start + c]]
+            for k in range(hs):
+                hs_t[k * t + c] = row[k]
+        where = _stack_tile_in(p, meta, hs_t, a, b, rh, acc, t, n, n_in)
+        out = a if where == 0 else b
+        for c in range(n):
+            row = h[rows[start + c]]
+            for k in range(hs):
+                row[k] = hs_t[k * t + c]
+            ys = y[start + c]
+            for k in range(horizon):
+                ys[k] = out[k * t + c]
+        start += n
+
+
+@numba.njit(**_JIT)
+def stack_windows(p, meta, windows, scratch, y):  # type: ignore[no-untyped-def]
+    """Run each (W, I) window of ``windows`` (N, W, I) from a zero state; ``y`` (N, horizon) gets the last output."""
+    n_win = windows.shape[0]
+    w_len = windows.shape[1]
+    n_in = windows.shape[2]
+    hs, umax, dmax, wmax = _dims(meta, n_in)
+    horizon = y.shape[1]
+    t = scratch.shape[0] // (hs + 2 * wmax + umax + 6)
+    if t < MIN_TILE_STREAMS or n_win < MIN_TILE_STREAMS:
+        h = scratch[:hs]
+        o = hs
+        gx = scratch[o : o + 3 * umax]
+        gh = scratch[o + 3 * umax : o + 6 * umax]
+        d0 = scratch[o + 6 * umax : o + 6 * umax + dmax]
+        d1 = scratch[o + 6 * umax + dmax : o + 6 * umax + 2 * dmax]
+        for m in range(n_win):
+            for j in range(hs):
+                h[j] = _ZERO
+            for step in range(w_len):
+                _stack_one(p, meta, windows[m, step], h, gx, gh, d0, d1, y[m])
+        return
+    hs_t = scratch[: hs * t]
+    a = scratch[hs * t : (hs + wmax) * t]
+    b = scratch[(hs + wmax) * t : (hs + 2 * wmax) * t]
+    rh = scratch[(hs + 2 * wmax) * t : (hs + 2 * wmax + umax) * t]
+    acc = scratch[(hs + 2 * wmax + umax) * t : (hs + 2 * wmax + umax + 6) * t]
+    for start in range(0, n_win, t):
+        n = min(t, n_win - start)
+        for k in range(hs * t):
+            hs_t[k] = _ZERO
+        where = 0
+        for step in range(w_len):
+            for c in range(n):
+                xs = windows[start + c, step]
+                for i in range(n_in):
+                    a[i * t + c] = xs[i]
+            where = _stack_tile_in(p, meta, hs_t, a, b, rh, acc, t, n, n_in)
+        out = a if where == 0 else b
+        for c in range(n):
+            ys = y[start + c]
+            for k in range(horizon):
+                ys[k] = out[k * t + c]
+
+
 def compiled_here() -> int:
     """Kernel signatures this process compiled rather than loaded from numba's cache (0: all cached)."""
-    return sum(sum(f.stats.cache_misses.values()) for f in (gru_step, gru_step_batch, gru_windows))
+    kernels = (gru_step, gru_step_batch, gru_windows, stack_step, stack_step_batch, stack_windows)
+    return sum(sum(f.stats.cache_misses.values()) for f in kernels)
 
 
 def warm_up(units: int = 4, features: int = 1) -> None:
@@ -528,3 +772,22 @@ def warm_up(units: int = 4, features: int = 1) -> None:
             reset_after,
         )
         gru_windows(p, np.zeros((1, 1, features), np.float32), scratch, np.zeros(1, np.float32), reset_after)
+    from edge_gru.layers import DenseLayer, GRULayer, Network, NetworkWeights
+
+    net = Network(features, (GRULayer(units), GRULayer(units, reset_after=False), DenseLayer(2, "relu"), DenseLayer(1)))
+    weights = NetworkWeights(
+        net, tuple({k: np.zeros(shape, np.float32) for k, shape in s.items()} for s in net.shapes())
+    )
+    sp, meta = weights.packed(), weights.meta()
+    stack_scratch = np.zeros(stack_scratch_size(net), np.float32)
+    stack_step(sp, meta, np.zeros(features, np.float32), np.zeros(stack_state_size(net), np.float32), np.zeros(1, np.float32))
+    stack_step_batch(
+        sp,
+        meta,
+        np.zeros((1, features), np.float32),
+        np.zeros((1, net.state_size), np.float32),
+        np.zeros(1, np.int64),
+        stack_scratch,
+        np.zeros((1, 1), np.float32),
+    )
+    stack_windows(sp, meta, np.zeros((1, 1, features), np.float32), stack_scratch, np.zeros((1, 1), np.float32))

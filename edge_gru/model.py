@@ -40,13 +40,13 @@ class Model:
         m = self.manifest
         return (
             f"Model(id={self.id!r}, backend={self.backend_name!r}, mode={m.mode!r}, "
-            f"units={m.units}, inputs={m.input_features}, window={m.window})"
+            f"network={m.network.describe()!r}, inputs={m.input_features}, window={m.window})"
         )
 
     def predict(self, windows: np.ndarray) -> np.ndarray:
-        """Forecast the sample after each window: (N, W, I) raw units -> (N,) raw units, like Keras ``predict``.
+        """Forecast the samples after each window: (N, W, I) raw units -> raw units, like Keras ``predict``.
 
-        Each window runs from a zero state. With causal normalization each window is
+        Returns (N,) for a one-step network, (N, horizon) for a Dense(k) head. Each window runs from a zero state. With causal normalization each window is
         normalized as a stream that has seen only that window would be.
         """
         x = np.asarray(windows, dtype=np.float64)
@@ -62,7 +62,9 @@ class Model:
         for t in range(w):
             z[:, t, :] = norm.transform(rows, x[:, t, :])
         y = self.backend.run_windows(z)
-        return norm.denormalize(rows, y)
+        if self.manifest.horizon == 1:
+            return norm.denormalize(rows, y[:, 0])
+        return np.stack([norm.denormalize(rows, y[:, k]) for k in range(y.shape[1])], axis=1)
 
     def warm_up(self) -> np.ndarray:
         """Run the serving path once from a zero state and return the network's output (1,).
@@ -81,7 +83,7 @@ class Model:
 
             Adapter(AdaptationSpec()).warm_up()
         if m.mode == "stateful":
-            h = np.zeros((1, m.units), np.float32)
+            h = np.zeros((1, m.state_size), np.float32)
             return self.backend.step(np.zeros((1, m.input_features), np.float32), h, np.zeros(1, np.int64))
         return self.backend.run_windows(np.zeros((1, max(m.window, 1), m.input_features), np.float32))
 

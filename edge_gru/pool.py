@@ -90,6 +90,8 @@ class PoolResult:
     lower: np.ndarray | None = None  # (S,) prediction interval of the forecast
     upper: np.ndarray | None = None
     anomaly: np.ndarray | None = None  # (S,) bool: this reading fell far outside its forecast
+    # horizon > 1 (a Dense(k) head): (S, k) forecasts of the next k samples, column 0 == forecasts
+    values: np.ndarray | None = None
 
 
 class StreamPool:
@@ -122,7 +124,8 @@ class StreamPool:
         self.stateful = manifest.mode == "stateful"
         self.window = manifest.window
         self.features = manifest.input_features
-        self.units = manifest.units
+        self.state_size = manifest.state_size  # the backend's opaque per-stream state row
+        self.horizon = manifest.horizon
         self.warmup = max(manifest.warmup, 1) if self.stateful else max(manifest.warmup, manifest.window)
         self.period = manifest.sample_period_s
         self.gap_factor = manifest.gap_factor
@@ -160,7 +163,7 @@ class StreamPool:
             return new
 
         get = self.__dict__.get
-        self.h = grown(get("h"), (self.units,) if self.stateful else (0,), np.float32)
+        self.h = grown(get("h"), (self.state_size,) if self.stateful else (0,), np.float32)
         self.ring = grown(get("ring"), (0 if self.stateful else self.window, self.features), np.float32)
         self.count = grown(get("count"), (), np.int64)
         self.last_ts = grown(get("last_ts"), (), np.float64, np.nan)
@@ -310,6 +313,7 @@ class StreamPool:
         lower = np.full(n, np.nan)
         upper = np.full(n, np.nan)
         anomaly = np.zeros(n, dtype=bool)
+        steps = np.full((n, self.horizon), np.nan) if self.horizon > 1 else None
         bounds = (lower, upper, anomaly)
 
         finite = np.asarray(np.isfinite(x).all(axis=1))
@@ -342,8 +346,8 @@ class StreamPool:
         with np.errstate(over="ignore", invalid="ignore"):
             for idx in _rounds(rows, todo):
                 ts_idx = None if ts is None else ts[idx]
-                self._apply(idx, rows[idx], x[idx], ts_idx, status, forecasts, forecast_ts, resets, bounds)
-        return PoolResult(forecasts, status, forecast_ts, resets, lower, upper, anomaly)
+                self._apply(idx, rows[idx], x[idx], ts_idx, status, forecasts, forecast_ts, resets, bounds, steps)
+        return PoolResult(forecasts, status, forecast_ts, resets, lower, upper, anomaly, steps)
 
     def update_received(
         self,
@@ -377,6 +381,7 @@ class StreamPool:
             forecast_ts = np.empty(n)
             resets = np.empty(n, dtype=bool)
             lower, upper, anomaly = np.empty(n), np.empty(n), np.empty(n, dtype=bool)
+            steps = np.empty((n, self.horizon)) if self.horizon > 1 else None
             # Runs of stamped and unstamped readings, applied in arrival order: which new stream
             # gets the pool's last free slot must not depend on how readings were batched.
             edges = np.flatnonzero(np.diff(given.astype(np.int8))) + 1
@@ -388,7 +393,9 @@ class StreamPool:
                 status[idx], forecasts[idx] = part.status, part.forecasts
                 forecast_ts[idx], resets[idx] = part.forecast_ts, part.resets
                 lower[idx], upper[idx], anomaly[idx] = part.lower, part.upper, part.anomaly
-            r = PoolResult(forecasts, status, forecast_ts, resets, lower, upper, anomaly)
+                if steps is not None:
+                    steps[idx] = part.values
+            r = PoolResult(forecasts, status, forecast_ts, resets, lower, upper, anomaly, steps)
         if self.period and not given.all():  # no own ts: the bundle's period still dates the forecast
             fts = np.where(np.isnan(r.forecast_ts), ts + self.period, r.forecast_ts)
             r = dataclasses.replace(r, forecast_ts=fts)
@@ -405,6 +412,7 @@ class StreamPool:
         forecast_ts: np.ndarray,
         resets: np.ndarray,
         bounds: tuple[np.ndarray, np.ndarray, np.ndarray],
+        steps: np.ndarray | None = None,
     ) -> None:
         """Apply one reading to each of the distinct ``rows``."""
         if ts is not None:
@@ -445,11 +453,16 @@ class StreamPool:
             ring = self.ring
             ring[rows, :-1] = ring[rows, 1:]
             ring[rows, -1] = z
-            y = np.zeros(rows.shape[0], dtype=np.float32)
+            y = np.zeros((rows.shape[0], self.horizon), dtype=np.float32)
             if ready.any():
                 y[ready] = self.model.backend.run_windows(ring[rows[ready]])
-        raw = self.normalizer.denormalize(rows, y)
-        broken = ~np.isfinite(raw)
+        if self.horizon == 1:
+            raw = self.normalizer.denormalize(rows, y[:, 0])
+            broken = ~np.isfinite(raw)
+        else:
+            raw_steps = np.stack([self.normalizer.denormalize(rows, y[:, k]) for k in range(self.horizon)], axis=1)
+            raw = raw_steps[:, 0]
+            broken = ~np.isfinite(raw_steps).all(axis=1)
         if broken.any():
             # A reading near the float range (e.g. 1e300) overflowed this stream's state: restart
             # its warm-up (and normalization) rather than keep a NaN state forever.
@@ -463,6 +476,9 @@ class StreamPool:
             bounds[0][idx[ready]] = lo[ready]
             bounds[1][idx[ready]] = hi[ready]
         forecasts[idx[ready]] = raw[ready]
+        if steps is not None:
+            steps[idx[ready], 1:] = raw_steps[ready, 1:]
+            steps[idx[ready], 0] = raw[ready]  # the published (adapted) first step
         status[idx[~ready]] = Status.WARMUP
         if ts is not None:
             period = np.full(rows.shape, self.period) if self.period else self.learned_period[rows]

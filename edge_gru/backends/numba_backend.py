@@ -16,7 +16,7 @@ from edge_gru import aot
 from edge_gru.backends.base import Backend
 from edge_gru.bundle import Bundle
 from edge_gru.errors import BackendUnavailableError
-from edge_gru.kernel_layout import STATE_PER_UNIT, tile_scratch_size
+from edge_gru.kernel_layout import STATE_PER_UNIT, stack_scratch_size, stack_state_size, tile_scratch_size
 
 log = logging.getLogger(__name__)
 
@@ -57,45 +57,64 @@ class NumbaBackend(Backend):
         where = getattr(self._kernels, "path", None)
         log.info("numba backend: %s kernels%s", self.kernel_kind, f" from {where}" if where else "")
         self.packed = bundle.weights.packed()
-        self._scratch = np.zeros(tile_scratch_size(self.units, self.features), dtype=np.float32)
-        self._y = np.zeros(0, dtype=np.float32)
+        # one GRU + Dense(1): the single-layer kernels (the fastest path); any other list: the stack kernels
+        self.classic = self.network.is_classic
+        self.meta = bundle.weights.meta()
+        first = self.network.layers[0]
+        self.reset_after = bool(getattr(first, "reset_after", True))
+        if self.classic:
+            self._scratch = np.zeros(tile_scratch_size(self.state_size, self.features), dtype=np.float32)
+        else:
+            self._scratch = np.zeros(stack_scratch_size(self.network), dtype=np.float32)
+        self._y = np.zeros((0, self.horizon), dtype=np.float32)
 
     def step(self, x: np.ndarray, h: np.ndarray, rows: np.ndarray) -> np.ndarray:
         s = x.shape[0]
         if self._y.shape[0] < s:
-            self._y = np.zeros(max(s, 2 * self._y.shape[0]), dtype=np.float32)
+            self._y = np.zeros((max(s, 2 * self._y.shape[0]), self.horizon), dtype=np.float32)
         y = self._y[:s]
         if not h.flags.c_contiguous or h.dtype != np.float32:
-            raise ValueError("the numba backend needs h as a C-contiguous float32 (N, U) array")
-        self._kernels.gru_step_batch(
-            self.packed,
-            np.ascontiguousarray(x, dtype=np.float32).reshape(s, self.features),
-            h,
-            np.ascontiguousarray(rows, dtype=np.int64),
-            self._scratch,
-            y,
-            self.reset_after,
-        )
+            raise ValueError("the numba backend needs h as a C-contiguous float32 (N, state_size) array")
+        xs = np.ascontiguousarray(x, dtype=np.float32).reshape(s, self.features)
+        rs = np.ascontiguousarray(rows, dtype=np.int64)
+        if self.classic:
+            self._kernels.gru_step_batch(self.packed, xs, h, rs, self._scratch, y.reshape(s), self.reset_after)
+        else:
+            self._kernels.stack_step_batch(self.packed, self.meta, xs, h, rs, self._scratch, y)
         return y.copy()
 
     def run_windows(self, windows: np.ndarray) -> np.ndarray:
-        y = np.zeros(windows.shape[0], dtype=np.float32)
-        self._kernels.gru_windows(
-            self.packed, np.ascontiguousarray(windows, dtype=np.float32), self._scratch, y, self.reset_after
-        )
+        w = np.ascontiguousarray(windows, dtype=np.float32)
+        y = np.zeros((windows.shape[0], self.horizon), dtype=np.float32)
+        if self.classic:
+            self._kernels.gru_windows(self.packed, w, self._scratch, y.reshape(-1), self.reset_after)
+        else:
+            self._kernels.stack_windows(self.packed, self.meta, w, self._scratch, y)
         return y
 
     def single_stream(self) -> tuple[Any, np.ndarray, np.ndarray, bool]:
-        """The raw single-step kernel, its packed weights, a fresh 7U state vector and the flag.
+        """The raw single-step kernel of a one-GRU + Dense(1) bundle, its packed weights, a fresh 7U state, the flag.
 
         For benchmarks and tight loops: ``kernel(packed, x, state, reset_after) -> y``.
         """
-        state = np.zeros(STATE_PER_UNIT * self.units, dtype=np.float32)
+        if not self.classic:
+            raise ValueError("single_stream() is the one-GRU + Dense(1) kernel; use stack_stream() for this network")
+        state = np.zeros(STATE_PER_UNIT * self.state_size, dtype=np.float32)
         return self._kernels.gru_step, self.packed, state, self.reset_after
 
+    def stack_stream(self) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The raw single-stream stack kernel, packed weights, layer table, a fresh state vector and an output.
+
+        ``kernel(packed, meta, x, state, y)`` writes the horizon's outputs into ``y``.
+        """
+        state = np.zeros(stack_state_size(self.network), dtype=np.float32)
+        return self._kernels.stack_step, self.packed, self.meta, state, np.zeros(self.horizon, np.float32)
+
     def batch_kernel(self) -> tuple[Any, np.ndarray, np.ndarray, bool]:
-        """The raw batched step, its packed weights, its tile scratch and the flag (for benchmarks).
+        """The raw batched step of a one-GRU + Dense(1) bundle, its packed weights, its tile scratch and the flag.
 
         ``kernel(packed, x, h, rows, scratch, y, reset_after)`` advances ``h[rows]`` in place into ``y``.
         """
+        if not self.classic:
+            raise ValueError("batch_kernel() is the one-GRU + Dense(1) kernel")
         return self._kernels.gru_step_batch, self.packed, self._scratch, self.reset_after

@@ -34,6 +34,7 @@ STEP_INT8 = "step_int8.tflite"
 MODES = ("window", "stateful")
 NORMALIZATIONS = ("fixed", "causal")
 
+
 @dataclass(frozen=True)
 class Normalization:
     """How raw readings become network inputs and network outputs become raw forecasts.

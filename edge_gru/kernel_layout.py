@@ -40,7 +40,7 @@ def _stack_dims(network: Network) -> tuple[int, int, int, int]:
 
 
 def stack_state_size(network: Network) -> int:
-    """The stack kernels' single-stream state vector: h (state size) | gx, gh (3 widest GRU each) | two dense buffers."""
+    """The stack kernels' single-stream state vector: h (state size) | gx, gh (3 widest GRU) | two dense buffers."""
     hs, umax, dmax, _ = _stack_dims(network)
     return hs + 6 * umax + 2 * dmax
 
@@ -49,5 +49,5 @@ def stack_scratch_size(network: Network, tile: int = TILE) -> int:
     """Float32 scratch for the batched stack kernels: per column the states, two activation buffers,
     r*h of the widest GRU and six gate accumulators; at least what one stream needs.
     """
-    hs, umax, dmax, wmax = _stack_dims(network)
+    hs, umax, _, wmax = _stack_dims(network)
     return max((hs + 2 * wmax + umax + 6) * tile, stack_state_size(network))

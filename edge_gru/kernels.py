@@ -780,7 +780,9 @@ def warm_up(units: int = 4, features: int = 1) -> None:
     )
     sp, meta = weights.packed(), weights.meta()
     stack_scratch = np.zeros(stack_scratch_size(net), np.float32)
-    stack_step(sp, meta, np.zeros(features, np.float32), np.zeros(stack_state_size(net), np.float32), np.zeros(1, np.float32))
+    stack_step(
+        sp, meta, np.zeros(features, np.float32), np.zeros(stack_state_size(net), np.float32), np.zeros(1, np.float32)
+    )
     stack_step_batch(
         sp,
         meta,

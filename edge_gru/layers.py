@@ -181,7 +181,9 @@ class NetworkWeights:
     def validate(self, *, where: str = "weights.npz") -> None:
         """Check every array's dtype, shape and finiteness; raise BundleError naming it."""
         if len(self.arrays) != len(self.network.layers):
-            raise BundleError(f"{where}: holds {len(self.arrays)} layers, the architecture has {len(self.network.layers)}")
+            raise BundleError(
+                f"{where}: holds {len(self.arrays)} layers, the architecture has {len(self.network.layers)}"
+            )
         for n, (arrays, shapes) in enumerate(zip(self.arrays, self.network.shapes(), strict=True)):
             for key, shape in shapes.items():
                 name = f"layers.{n}.{key}"
@@ -217,7 +219,9 @@ class NetworkWeights:
         return {f"layers.{n}.{k}": v for n, arrays in enumerate(self.arrays) for k, v in arrays.items()}
 
     @classmethod
-    def from_mapping(cls, network: Network, arrays: Mapping[str, np.ndarray], *, where: str = "weights.npz") -> NetworkWeights:
+    def from_mapping(
+        cls, network: Network, arrays: Mapping[str, np.ndarray], *, where: str = "weights.npz"
+    ) -> NetworkWeights:
         layers: list[dict[str, np.ndarray]] = []
         for n, shapes in enumerate(network.shapes()):
             layer = {}
@@ -308,3 +312,16 @@ def from_v1_arrays(arrays: Mapping[str, np.ndarray], *, where: str = "weights.np
     )
     weights.validate(where=where)
     return weights
+
+
+def random_weights(network: Network, *, seed: int = 0) -> NetworkWeights:
+    """Random but well-scaled weights (recurrent kernels ~1/sqrt(U)): for kernel checks and benchmarks."""
+    rng = np.random.default_rng(seed)
+    layers = []
+    for shapes in network.shapes():
+        arrays = {}
+        for key, shape in shapes.items():
+            scale = 0.5 / np.sqrt(shape[0]) if key == "recurrent_kernel" else (0.2 if key == "bias" else 0.5)
+            arrays[key] = rng.normal(0, scale, shape).astype(np.float32)
+        layers.append(arrays)
+    return NetworkWeights(network, tuple(layers))

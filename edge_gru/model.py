@@ -46,7 +46,8 @@ class Model:
     def predict(self, windows: np.ndarray) -> np.ndarray:
         """Forecast the samples after each window: (N, W, I) raw units -> raw units, like Keras ``predict``.
 
-        Returns (N,) for a one-step network, (N, horizon) for a Dense(k) head. Each window runs from a zero state. With causal normalization each window is
+        Returns (N,) for a one-step network, (N, horizon) for a Dense(k) head. Each window runs
+        from a zero state. With causal normalization each window is
         normalized as a stream that has seen only that window would be.
         """
         x = np.asarray(windows, dtype=np.float64)

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
+from edge_gru import layers
+from edge_gru.bundle import Bundle, Manifest, Normalization, write_bundle
+from edge_gru.layers import DenseLayer, GRULayer, Network, NetworkWeights
 
-from edge_gru.bundle import Bundle, GRUWeights, Manifest, Normalization, write_bundle
 
-
-def random_weights(units: int, features: int, *, reset_after: bool = True, seed: int = 0) -> GRUWeights:
-    rng = np.random.default_rng(seed)
-    g = 3 * units
-    return GRUWeights(
-        kernel=rng.normal(0, 0.5, (features, g)).astype(np.float32),
-        recurrent_kernel=rng.normal(0, 0.5 / np.sqrt(units), (units, g)).astype(np.float32),
-        bias=rng.normal(0, 0.2, (2, g) if reset_after else (g,)).astype(np.float32),
-        dense_kernel=rng.normal(0, 0.5, (units, 1)).astype(np.float32),
-        dense_bias=rng.normal(0, 0.1, (1,)).astype(np.float32),
-    )
+def random_weights(units: int, features: int, *, reset_after: bool = True, seed: int = 0) -> NetworkWeights:
+    """One GRU + Dense(1) (the format-1 network) with random weights."""
+    return layers.random_weights(Network(features, (GRULayer(units, reset_after), DenseLayer(1))), seed=seed)
 
 
 def make_bundle(
@@ -34,13 +27,15 @@ def make_bundle(
     warmup: int = 3,
     seed: int = 0,
     name: str = "test",
+    network: Network | None = None,
 ) -> Bundle:
+    """A bundle of random weights: one GRU(units) + Dense(1), or any ``network``."""
+    net = network or Network(features, (GRULayer(units, reset_after), DenseLayer(1)))
+    features = net.input_features
     feature_names = tuple(f"f{i}" for i in range(features)) if features > 1 else ("value",)
     manifest = Manifest(
-        units=units,
-        input_features=features,
+        network=net,
         window=window,
-        reset_after=reset_after,
         mode=mode,
         features=feature_names,
         target=feature_names[0],
@@ -52,4 +47,4 @@ def make_bundle(
         warmup=warmup,
         name=name,
     )
-    return write_bundle(out, manifest, random_weights(units, features, reset_after=reset_after, seed=seed))
+    return write_bundle(out, manifest, layers.random_weights(net, seed=seed))

@@ -109,19 +109,12 @@ def time_kernels(paths: list[Path]) -> dict[str, float]:
 
     from edge_gru import kernels
     from edge_gru.bench.timing import best_ns
-    from edge_gru.bundle import GRUWeights
     from edge_gru.kernel_layout import tile_scratch_size
+    from edge_gru.layers import DenseLayer, GRULayer, Network, random_weights
 
     u, i, s = _UNITS, _FEATURES, _STREAMS
     rng = np.random.default_rng(1)
-    w = GRUWeights(
-        (rng.standard_normal((i, 3 * u)) * 0.3).astype(np.float32),
-        (rng.standard_normal((u, 3 * u)) * 0.3).astype(np.float32),
-        (rng.standard_normal((2, 3 * u)) * 0.1).astype(np.float32),
-        (rng.standard_normal((u, 1)) * 0.3).astype(np.float32),
-        rng.standard_normal(1).astype(np.float32),
-    )
-    packed = w.packed()
+    packed = random_weights(Network(i, (GRULayer(u), DenseLayer(1))), seed=1).packed()
     x = rng.standard_normal((s, i)).astype(np.float32)
     rows = np.arange(s, dtype=np.int64)
     scratch = np.zeros(tile_scratch_size(u, i), np.float32)
@@ -155,8 +148,8 @@ def _verify(path: Path) -> float:
     import numpy as np
 
     from edge_gru import reference
-    from edge_gru.bundle import GRUWeights
-    from edge_gru.kernel_layout import STATE_PER_UNIT, tile_scratch_size
+    from edge_gru.kernel_layout import STATE_PER_UNIT, stack_scratch_size, stack_state_size, tile_scratch_size
+    from edge_gru.layers import DenseLayer, GRULayer, Network, random_weights
 
     info = json.loads(path.with_name(path.name.removesuffix(aot.extension_suffix()) + ".json").read_text())
     compiled = aot._import_extension(str(info["module"]), path)
@@ -164,13 +157,7 @@ def _verify(path: Path) -> float:
     worst = 0.0
     for reset_after in (True, False):
         u, i, s = 9, 2, 70
-        w = GRUWeights(
-            (rng.standard_normal((i, 3 * u)) * 0.5).astype(np.float32),
-            (rng.standard_normal((u, 3 * u)) * 0.5).astype(np.float32),
-            (rng.standard_normal((2, 3 * u) if reset_after else (3 * u,)) * 0.1).astype(np.float32),
-            (rng.standard_normal((u, 1)) * 0.5).astype(np.float32),
-            rng.standard_normal(1).astype(np.float32),
-        )
+        w = random_weights(Network(i, (GRULayer(u, reset_after), DenseLayer(1))), seed=int(reset_after))
         x = rng.standard_normal((s, i)).astype(np.float32)
         h = (rng.standard_normal((s, u)) * 0.5).astype(np.float32)
         h_ref = h.copy()
@@ -181,8 +168,26 @@ def _verify(path: Path) -> float:
         state = np.zeros(STATE_PER_UNIT * u, np.float32)
         y1 = compiled.gru_step(w.packed(), x[0], state, reset_after)
         h1 = np.zeros((1, u), np.float32)
-        y1_ref = reference.gru_step(w, x[:1], h1)[0]
+        y1_ref = reference.gru_step(w, x[:1], h1)[0, 0]
+        y_ref = y_ref[:, 0]
         worst = max(worst, float(np.abs(y - y_ref).max()), float(np.abs(h - h_ref).max()), abs(float(y1 - y1_ref)))
+    # a stack: two GRU layers (mixed reset_after), a relu dense, Dense(2)
+    net = Network(i, (GRULayer(6), GRULayer(5, reset_after=False), DenseLayer(4, "relu"), DenseLayer(2)))
+    w = random_weights(net, seed=2)
+    x = rng.standard_normal((s, i)).astype(np.float32)
+    h = (rng.standard_normal((s, net.state_size)) * 0.5).astype(np.float32)
+    h_ref = h.copy()
+    y_ref = reference.gru_step(w, x, h_ref)
+    ys = np.zeros((s, 2), np.float32)
+    compiled.stack_step_batch(
+        w.packed(), w.meta(), x, h, np.arange(s, dtype=np.int64), np.zeros(stack_scratch_size(net), np.float32), ys
+    )
+    one = np.zeros(2, np.float32)
+    compiled.stack_step(w.packed(), w.meta(), x[0], np.zeros(stack_state_size(net), np.float32), one)
+    one_ref = reference.gru_step(w, x[:1], np.zeros((1, net.state_size), np.float32))[0]
+    worst = max(
+        worst, float(np.abs(ys - y_ref).max()), float(np.abs(h - h_ref).max()), float(np.abs(one - one_ref).max())
+    )
     return worst
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import click
+import numpy as np
 
 from edge_gru.bundle import load_bundle
 from edge_gru.errors import EdgeGruError
@@ -24,10 +25,12 @@ def info(bundle_dir: str, as_json: bool) -> None:
         click.echo(json.dumps(m.to_json(), indent=2))
         return
     norm = m.normalization
-    params = m.units * 3 * (m.units + m.input_features) + (6 if m.reset_after else 3) * m.units + m.units + 1
+    params = sum(int(np.prod(shape)) for layer in m.network.shapes() for shape in layer.values())
+    horizon = f"forecasts the next {m.horizon} samples" if m.horizon > 1 else "forecasts the next sample"
     lines = [
         ("bundle", f"{m.bundle_id}  ({bundle.path})"),
-        ("model", f"GRU({m.units}, reset_after={m.reset_after}) + Dense(1), {params:,} parameters"),
+        ("model", f"{m.network.describe()}, {params:,} parameters, state {m.state_size} floats per stream"),
+        ("horizon", horizon),
         ("mode", f"{m.mode}" + (f", window {m.window}" if m.mode == "window" else ", one step per sample")),
         ("inputs", ", ".join(m.features) + f"  -> forecast of {m.target!r}"),
         (

@@ -184,6 +184,18 @@ class CompiledKernels:
         return self.module.gru_windows
 
     @property
+    def stack_step(self) -> Any:
+        return self.module.stack_step
+
+    @property
+    def stack_step_batch(self) -> Any:
+        return self.module.stack_step_batch
+
+    @property
+    def stack_windows(self) -> Any:
+        return self.module.stack_windows
+
+    @property
     def kind(self) -> str:
         return f"aot-{self.variant}"
 

@@ -19,10 +19,10 @@ import numpy as np
 
 from edge_gru.adaptation import AdaptationSpec
 from edge_gru.pool import Status
-from edge_gru.scoring import Scores, next_reading_pairs
+from edge_gru.scoring import Scores, next_reading_pairs, step_pairs
 from edge_gru.series import Series
 
-__all__ = ["Scores", "StreamRun", "evaluate_series", "run_streams", "score"]
+__all__ = ["Scores", "StreamRun", "evaluate_series", "run_streams", "score", "score_steps"]
 
 if TYPE_CHECKING:
     from edge_gru.model import Model
@@ -40,6 +40,7 @@ class StreamRun:
     lower: np.ndarray | None = None  # (T,) the forecast's interval (adaptation on); NaN when none
     upper: np.ndarray | None = None
     anomaly: np.ndarray | None = None  # (T,) bool: row t was flagged
+    values: np.ndarray | None = None  # (T, horizon) every step's forecast made at row t (horizon > 1)
 
 
 def run_streams(
@@ -58,6 +59,8 @@ def run_streams(
         for sid, n in lengths.items()
     }
     bands = {sid: (np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, dtype=bool)) for sid, n in lengths.items()}
+    horizon = model.manifest.horizon
+    steps = {sid: np.full((n, horizon), np.nan) for sid, n in lengths.items()} if horizon > 1 else None
     timed = all(s.times is not None for s in streams.values())
     for t in range(max(lengths.values(), default=0)):
         live = [sid for sid in ids if t < lengths[sid]]
@@ -71,16 +74,19 @@ def run_streams(
             status[t] = result.status[k]
             resets[t] = result.resets[k]
             forecast_ts[t] = result.forecast_ts[k]
+            if steps is not None and result.values is not None:
+                steps[sid][t] = result.values[k]
             if result.lower is not None and result.upper is not None and result.anomaly is not None:
                 lower, upper, anomaly = bands[sid]
                 lower[t], upper[t], anomaly[t] = result.lower[k], result.upper[k], result.anomaly[k]
     runs = {}
     for sid, (forecasts, status, resets, forecast_ts) in out.items():
         pairs = _pairs(streams[sid], forecasts, status)
+        own = None if steps is None else steps[sid]
         if pool.adapter is not None:
-            runs[sid] = StreamRun(forecasts, status, resets, pairs, forecast_ts, *bands[sid])
+            runs[sid] = StreamRun(forecasts, status, resets, pairs, forecast_ts, *bands[sid], values=own)
         else:
-            runs[sid] = StreamRun(forecasts, status, resets, pairs, forecast_ts)
+            runs[sid] = StreamRun(forecasts, status, resets, pairs, forecast_ts, values=own)
     return runs
 
 
@@ -144,7 +150,39 @@ def score(
             interval_width=float(np.nanmean(width)) if np.isfinite(width).any() else None,
             anomalies=int(run.anomaly[start:stop].sum()),
         )
+    if run.values is not None:
+        scores.extra["horizon"] = score_steps(series, run, start=start, stop=stop)
     return scores
+
+
+def score_steps(series: Series, run: StreamRun, *, start: int = 0, stop: int | None = None) -> list[dict[str, float]]:
+    """Each horizon step scored on its own pairs: step k against the k-th next accepted reading.
+
+    Persistence for step k is "reading t + k equals reading t", on the same pairs.
+    """
+    if run.values is None:
+        return []
+    stop = len(series) if stop is None else stop
+    target = series.target_values
+    acc = np.flatnonzero(np.isin(run.status, _ACCEPTED))
+    if series.times is not None and series.period:
+        ts, period = series.times[acc], series.period
+    else:
+        ts, period = acc.astype(np.float64), 1.0
+    out = []
+    for k in range(1, run.values.shape[1] + 1):
+        forecast = run.values[acc, k - 1]
+        has = (run.status[acc] == Status.FORECAST) & np.isfinite(forecast)
+        j = step_pairs(ts, has, period, k)
+        rows, actual_rows = acc[j], acc[j + k]
+        ok = (actual_rows >= start) & (actual_rows < stop)
+        rows, actual_rows = rows[ok], actual_rows[ok]
+        actual = target[actual_rows]
+        step = Scores.of(run.values[rows, k - 1] - actual, target[rows] - actual)
+        out.append(
+            {"step": k, "n": step.n, "mae": step.mae, "persistence_mae": step.persistence_mae, "ratio": step.ratio}
+        )
+    return out
 
 
 def evaluate_series(

@@ -28,6 +28,19 @@ def next_reading_pairs(ts: np.ndarray, has_forecast: np.ndarray, period: float) 
     return np.flatnonzero(has_forecast[:-1] & near)
 
 
+def step_pairs(ts: np.ndarray, has_forecast: np.ndarray, period: float, step: int) -> np.ndarray:
+    """Indices ``j`` of accepted readings whose step-``step`` forecast is scored against reading ``j + step``.
+
+    The same rule as :func:`next_reading_pairs` (``step`` 1), stretched: reading ``j + step``
+    must have arrived at most ``step + PAIR_GAP - 1`` periods after reading ``j``.
+    """
+    if ts.shape[0] <= step:
+        return np.zeros(0, dtype=np.int64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        near = (ts[step:] - ts[:-step]) <= (step + PAIR_GAP - 1) * period
+    return np.flatnonzero(has_forecast[:-step] & near)
+
+
 @dataclass(frozen=True)
 class Scores:
     """Errors of the model and the naive forecasts on the same (forecast, actual) pairs."""

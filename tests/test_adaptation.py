@@ -108,11 +108,11 @@ def _pure_gru(model: edge_gru.Model, x: np.ndarray) -> np.ndarray:
     norm = StreamNormalizer(m.normalization, 1, 0)
     norm.grow(s)
     rows = np.arange(s)
-    h = np.zeros((s, m.units), dtype=np.float32)
+    h = np.zeros((s, m.state_size), dtype=np.float32)
     out = np.full((s, t), np.nan)
     for i in range(t):
         z = norm.transform(rows, x[:, i : i + 1])
-        y = model.backend.step(z, h, rows)
+        y = model.backend.step(z, h, rows)[:, 0]
         if i + 1 >= m.warmup:
             out[:, i] = norm.denormalize(rows, y)
     return out

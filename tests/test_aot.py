@@ -20,7 +20,9 @@ import edge_gru
 from edge_gru import aot, harness
 from edge_gru.cli import main
 from edge_gru.harness import Broker
-from edge_gru.kernel_layout import STATE_PER_UNIT, tile_scratch_size
+from edge_gru.kernel_layout import STATE_PER_UNIT, stack_scratch_size, stack_state_size, tile_scratch_size
+from edge_gru.layers import DenseLayer, GRULayer, Network
+from edge_gru.layers import random_weights as random_network
 from tests.bundles import random_weights
 from tests.conftest import DEFAULT_MODEL
 from tests.pyrun import run_python
@@ -73,6 +75,33 @@ def test_aot_and_jit_kernels_agree(compiled: aot.CompiledKernels, units: int, fe
         yw = np.zeros(70, np.float32)
         k.gru_windows(p, windows, scratch, yw, reset_after)
         out[name] = (y, h, y1, state.copy(), windows, yw)
+    for a, b in zip(out["jit"], out["aot"], strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+
+
+def test_aot_and_jit_stack_kernels_agree(compiled: aot.CompiledKernels) -> None:
+    net = Network(2, (GRULayer(12), GRULayer(7, reset_after=False), DenseLayer(5, "sigmoid"), DenseLayer(3)))
+    w = random_network(net, seed=3)
+    p, meta = w.packed(), w.meta()
+    rng = np.random.default_rng(3)
+    streams = 200
+    x = rng.normal(0, 1.5, (streams, 2)).astype(np.float32)
+    h0 = rng.normal(0, 0.6, (streams + 2, net.state_size)).astype(np.float32)
+    rows = rng.permutation(streams + 2)[:streams].astype(np.int64)
+    rows[7] = rows[2]
+    windows = rng.normal(0, 1, (70, 5, 2)).astype(np.float32)
+    out = {}
+    for name, k in (("jit", kernels), ("aot", compiled)):
+        h = h0.copy()
+        y = np.zeros((streams, 3), np.float32)
+        k.stack_step_batch(p, meta, x, h, rows, np.zeros(stack_scratch_size(net), np.float32), y)
+        state = np.zeros(stack_state_size(net), np.float32)
+        y1 = np.zeros((20, 3), np.float32)
+        for s in range(20):
+            k.stack_step(p, meta, x[s], state, y1[s])
+        yw = np.zeros((70, 3), np.float32)
+        k.stack_windows(p, meta, windows, np.zeros(stack_scratch_size(net), np.float32), yw)
+        out[name] = (y, h, y1, state, yw)
     for a, b in zip(out["jit"], out["aot"], strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
 

@@ -40,11 +40,11 @@ def _reference_forecasts(path: Path, values: np.ndarray) -> np.ndarray:
     norm = StreamNormalizer(m.normalization, 1, 0)
     norm.grow(1)
     rows = np.zeros(1, np.int64)
-    h = np.zeros((1, m.units), np.float32)
+    h = np.zeros((1, m.state_size), np.float32)
     out = []
     for v in values:
         z = norm.transform(rows, np.array([[v]]))
-        y = reference.gru_step(bundle.weights, z, h)
+        y = reference.gru_step(bundle.weights, z, h)[:, 0]
         out.append(norm.denormalize(rows, y)[0])
     return np.array(out)
 
@@ -124,7 +124,7 @@ def test_many_streams_in_one_batch_match_reference() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(0, 1, (n, 1)).astype(np.float32)
     bundle = load_bundle(path)
-    h0 = rng.normal(0, 0.3, (n, bundle.manifest.units)).astype(np.float32)
+    h0 = rng.normal(0, 0.3, (n, bundle.manifest.state_size)).astype(np.float32)
     for backend in ("tflite", "numba"):
         model = edge_gru.load(path, backend=backend)
         h = h0.copy()

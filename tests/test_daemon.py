@@ -20,8 +20,9 @@ import pytest
 
 import edge_gru
 from edge_gru import harness
-from edge_gru.bundle import GRUWeights, load_bundle, write_bundle
+from edge_gru.bundle import load_bundle, write_bundle
 from edge_gru.harness import DEFAULT_MODEL, Broker, wait_until
+from edge_gru.layers import NetworkWeights
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -324,8 +325,8 @@ def perturbed_bundle(out: Path) -> str:
     b = load_bundle(DEFAULT_MODEL)
     w = b.weights
     arrays = w.as_dict()
-    arrays["dense_bias"] = arrays["dense_bias"] + 0.5
-    new = GRUWeights.from_mapping(arrays)
+    arrays["layers.1.bias"] = arrays["layers.1.bias"] + 0.5
+    new = NetworkWeights.from_mapping(b.manifest.network, arrays)
     return write_bundle(out, b.manifest, new).id
 
 

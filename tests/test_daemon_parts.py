@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 
 import edge_gru
-from edge_gru.bundle import GRUWeights, load_bundle, write_bundle
+from edge_gru.bundle import load_bundle, write_bundle
 from edge_gru.daemon.checkpoint import Checkpointer
 from edge_gru.daemon.config import StreamsConfig, load_config
 from edge_gru.daemon.discovery import Discovery
 from edge_gru.daemon.notify import Notifier
 from edge_gru.daemon.worker import Worker
 from edge_gru.harness import Broker
+from edge_gru.layers import NetworkWeights
 from tests.conftest import DEFAULT_MODEL
 from tests.test_daemon_worker import Collector
 
@@ -97,8 +98,11 @@ def test_checkpoint_of_another_bundle_is_discarded_with_a_warning(
 ) -> None:
     b = load_bundle(DEFAULT_MODEL)
     arrays = b.weights.as_dict()
-    arrays["dense_bias"] = arrays["dense_bias"] + 1.0
-    other = edge_gru.load(write_bundle(tmp_path / "other", b.manifest, GRUWeights.from_mapping(arrays)).path, "numpy")
+    arrays["layers.1.bias"] = arrays["layers.1.bias"] + 1.0
+    other = edge_gru.load(
+        write_bundle(tmp_path / "other", b.manifest, NetworkWeights.from_mapping(b.manifest.network, arrays)).path,
+        "numpy",
+    )
     assert other.id != model.id
     ckpt = Checkpointer(tmp_path / "state" / "node.checkpoint.npz")
     pool = other.pool(10)

@@ -295,3 +295,33 @@ def test_multi_feature_and_window_bundles_through_the_worker(tmp_path: Path, mod
     assert all(d["forecast_ts"] == d["ts"] + 60.0 for d in got["b0"] + got["b1"])
     assert [d["ts"] for d in got["b1"]] == [5000.0 + t for t in range(12) if np.isfinite(want1[t])]
     accounted(worker)
+
+
+def test_a_stacked_network_with_a_horizon_publishes_every_step(tmp_path: Path) -> None:
+    """GRU(8) > GRU(4) > Dense(3): each forecast carries the pool's three steps, dated a period apart."""
+    from edge_gru.layers import DenseLayer, GRULayer, Network
+    from tests.bundles import make_bundle
+
+    net = Network(1, (GRULayer(8), GRULayer(4, reset_after=False), DenseLayer(3)))
+    bundle = make_bundle(tmp_path / "h3", network=net, warmup=2, sample_period_s=60.0)
+    model = edge_gru.load(bundle.path, backend="numba")
+    pub = Collector()
+    worker = make_worker(model, pub, batch_size=4)
+    x = series(2, 10, seed=3)
+    for t in range(10):
+        for s in range(2):
+            worker.submit(f"s/h{s}/v", json.dumps({"value": x[s, t], "ts": 1000.0 + 60 * t}).encode(), received=0.0)
+    while worker.process_available():
+        pass
+    ref = model.pool(4)
+    for s in range(2):
+        want = ref.update_detailed([f"h{s}"] * 10, x[s], 1000.0 + 60 * np.arange(10))
+        got = [d for _, d in pub.messages if d["stream"] == f"h{s}"]
+        ok = np.flatnonzero(np.isfinite(want.forecasts))
+        assert len(got) == len(ok) == 9
+        assert want.values is not None
+        for d, i in zip(got, ok, strict=True):
+            assert [v["value"] for v in d["values"]] == want.values[i].tolist()
+            assert d["values"][0]["value"] == d["value"]
+            assert [v["forecast_ts"] for v in d["values"]] == [d["ts"] + 60.0 * k for k in (1, 2, 3)]
+    accounted(worker)

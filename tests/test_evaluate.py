@@ -230,3 +230,31 @@ def test_one_pairing_rule_for_evaluate_and_the_simulator() -> None:
     want = [k for k in range(299) if has[k] and ts[k + 1] - ts[k] <= 90.0]
     assert PAIR_GAP == 1.5
     assert next_reading_pairs(ts, has, 60.0).tolist() == want
+
+
+def test_each_horizon_step_is_scored_against_its_own_later_reading(tmp_path: Path) -> None:
+    """A Dense(3) stack: step k of the forecast at row t is scored against row t + k, persistence on the same pairs."""
+    from edge_gru.layers import DenseLayer, GRULayer, Network
+    from tests.bundles import make_bundle
+
+    b = make_bundle(tmp_path / "b", network=Network(1, (GRULayer(6), GRULayer(4), DenseLayer(3))), warmup=2)
+    model = edge_gru.load(b.path, "numpy")
+    values = 10 + 2 * np.sin(np.arange(120) / 6.0)
+    series = Series("s.csv", ("value",), values[:, None], 1000.0 + 60 * np.arange(120), 60.0, ((0, 120),))
+    scores = evaluate_series(model, series)
+    pool = model.pool(2)
+    steps = np.concatenate([pool.update_detailed(["s"], values[t : t + 1]).values for t in range(120)])  # type: ignore[misc]
+    horizon = scores.extra["horizon"]
+    assert [h["step"] for h in horizon] == [1, 2, 3]
+    for h in horizon:
+        k = h["step"]
+        rows = np.arange(1, 120 - k)  # forecasts from row 1 (warm-up 2), each with its actual k rows later
+        assert h["n"] == rows.size
+        assert h["mae"] == pytest.approx(np.mean(np.abs(steps[rows, k - 1] - values[rows + k])), rel=1e-12)
+        assert h["persistence_mae"] == pytest.approx(np.mean(np.abs(values[rows] - values[rows + k])), rel=1e-12)
+    assert horizon[0]["mae"] == pytest.approx(scores.mae, rel=1e-12)
+    out = tmp_path / "s.csv"
+    out.write_text("ts,value\n" + "".join(f"{1000 + 60 * t},{v:.12g}\n" for t, v in enumerate(values)))
+    result = CliRunner().invoke(main, ["evaluate", str(b.path), str(out), "--column", "value", "--backend", "numpy"])
+    assert result.exit_code == 0, result.output
+    assert "step 3:" in result.output

@@ -275,7 +275,7 @@ for path in sys.argv[1:]:
         # what the daemon does before serving a bundle: a window and one serving step from zero
         y = model.predict(np.zeros((1, max(m.window, 1), m.input_features)))
         s = model.backend.step(
-            np.zeros((1, m.input_features), np.float32), np.zeros((1, m.units), np.float32), np.zeros(1, np.int64)
+            np.zeros((1, m.input_features), np.float32), np.zeros((1, m.state_size), np.float32), np.zeros(1, np.int64)
         )
         out.append("ok")
     except EdgeGruError as exc:

@@ -107,3 +107,39 @@ def test_stream_patterns_are_validated_naming_the_entry(tmp_path: Path) -> None:
     cfg = load_config(None, environ=env)
     assert cfg.homeassistant.sensor_class("boiler_flow") == (None, "temperature")
     assert cfg.homeassistant.sensor_class("flow_boiler") == (None, None)
+
+
+class _Kept:
+    """A Publisher that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.messages: dict[str, tuple[dict[str, object], bool]] = {}
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        self.messages[topic] = (json.loads(payload), retain)
+
+
+def test_a_horizon_adds_one_retained_sensor_per_later_step(tmp_path: Path) -> None:
+    """With a Dense(3) model, steps 2 and 3 get their own sensors reading values[1] and values[2]."""
+    from edge_gru.daemon.discovery import Discovery
+    from edge_gru.daemon.payload import decode_forecast, encode_forecast
+
+    path = tmp_path / "c.toml"
+    path.write_text('[homeassistant]\nenabled = true\nunit_of_measurement = "W"\n[mqtt]\nclient_id = "node 1"\n')
+    kept = _Kept()
+    Discovery(load_config(path), kept, horizon=3).announce("pump")
+    topics = sorted(kept.messages)
+    assert topics == [
+        "homeassistant/sensor/node_1/pump_forecast/config",
+        "homeassistant/sensor/node_1/pump_forecast_2/config",
+        "homeassistant/sensor/node_1/pump_forecast_3/config",
+    ]
+    docs = [kept.messages[t][0] for t in topics]
+    assert all(kept.messages[t][1] for t in topics)
+    assert len({d["unique_id"] for d in docs}) == 3 and {d["unit_of_measurement"] for d in docs} == {"W"}
+    assert docs[2]["value_template"] == "{{ value_json['values'][2].value }}"
+    payload = encode_forecast(stream="pump", ts=0, forecast_ts=60, value=1, model_id="m", backend="b", steps=[1, 2, 3])
+    assert decode_forecast(payload).values == ((60.0, 1.0), (120.0, 2.0), (180.0, 3.0))  # what the template reads
+    one = _Kept()
+    Discovery(load_config(path), one).announce("pump")
+    assert list(one.messages) == ["homeassistant/sensor/node_1/pump_forecast/config"]

@@ -180,6 +180,31 @@ def test_decode_forecast_inverts_encode_and_names_what_is_wrong() -> None:
             decode_forecast(bad)
 
 
+def test_a_horizon_of_k_samples_adds_dated_values() -> None:
+    raw = encode_forecast(
+        stream="k", ts=100.0, forecast_ts=160.0, value=1.5, model_id="m", backend="numba", steps=[1.5, 2.0, 2.5]
+    )
+    doc = json.loads(raw)
+    assert doc["values"] == [
+        {"forecast_ts": 160.0, "value": 1.5},
+        {"forecast_ts": 220.0, "value": 2.0},
+        {"forecast_ts": 280.0, "value": 2.5},
+    ]
+    assert decode_forecast(raw).values == ((160.0, 1.5), (220.0, 2.0), (280.0, 2.5))
+    undated = encode_forecast(stream="k", ts=1.0, forecast_ts=None, value=1, model_id="m", backend="b", steps=[1, 2])
+    assert decode_forecast(undated).values == ((None, 1.0), (None, 2.0))
+    assert (
+        decode_forecast(encode_forecast(stream="k", ts=1, forecast_ts=2, value=1, model_id="m", backend="b")).values
+        is None
+    )
+    with pytest.raises(ValueError, match="step 2"):
+        encode_forecast(stream="k", ts=1, forecast_ts=2, value=1, model_id="m", backend="b", steps=[1, float("nan")])
+    with pytest.raises(PayloadError, match="values"):
+        decode_forecast(
+            b'{"stream": "k", "ts": 1, "forecast_ts": 2, "value": 2, "model": "m", "backend": "b", "values": 3}'
+        )
+
+
 def test_every_pool_status_has_a_drop_reason_and_the_simulator_knows_every_non_payload_one() -> None:
     from edge_gru.pool import Status
     from sim.transport import NON_PAYLOAD_REASONS

@@ -12,6 +12,7 @@ from edge_gru import Status, reference
 from edge_gru.bundle import Normalization
 from edge_gru.errors import CheckpointError
 from edge_gru.harness import DEFAULT_MODEL
+from edge_gru.layers import DenseLayer, GRULayer, Network
 from edge_gru.normalization import normalize_series
 from tests.bundles import make_bundle
 
@@ -25,11 +26,11 @@ def manual_stateful(bundle_dir: Path, values: np.ndarray) -> np.ndarray:
     """Forecasts of a stateful fixed-normalization bundle computed by hand with the reference step."""
     b = edge_gru.load_bundle(bundle_dir)
     n = b.manifest.normalization
-    h = np.zeros((1, b.manifest.units), np.float32)
+    h = np.zeros((1, b.manifest.state_size), np.float32)
     out = []
     for v in np.atleast_2d(values.T).T:
         z = ((v - np.array(n.input_mean)) / np.array(n.input_std)).astype(np.float32)[None, :]
-        y = reference.gru_step(b.weights, z, h)[0]
+        y = reference.gru_step(b.weights, z, h)[0, 0]
         out.append(n.target_mean + n.target_std * float(y))
     return np.array(out)
 
@@ -306,8 +307,10 @@ def test_causal_pool_equals_normalize_series_and_reference(tmp_path: Path, backe
     b = edge_gru.load_bundle(tmp_path / "b")
     values = 300 + 40 * np.sin(np.arange(200) / 5) + np.random.default_rng(4).normal(size=200)
     z, offset, scale = normalize_series(CAUSAL, values)
-    h = np.zeros((1, b.manifest.units), np.float32)
-    expected = np.array([offset[t] + scale[t] * reference.gru_step(b.weights, z[t : t + 1], h)[0] for t in range(200)])
+    h = np.zeros((1, b.manifest.state_size), np.float32)
+    expected = np.array(
+        [offset[t] + scale[t] * reference.gru_step(b.weights, z[t : t + 1], h)[0, 0] for t in range(200)]
+    )
     got = feed(edge_gru.load(tmp_path / "b", backend=backend).pool(2), "c", values)
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-4)
 
@@ -348,3 +351,43 @@ def test_mixed_batches_admit_new_streams_in_arrival_order() -> None:
                for i in range(len(ids))]  # fmt: skip
     assert list(batched.status) == [int(r.status[0]) for r in singles]
     assert Status(int(batched.status[1])) is Status.STREAM_LIMIT and "plain" in one_by_one
+
+
+STACK = Network(2, (GRULayer(6), GRULayer(5, reset_after=False), DenseLayer(4, "relu"), DenseLayer(3)))
+
+
+@pytest.mark.parametrize("mode", ["stateful", "window"])
+def test_a_stack_with_a_horizon_serves_every_step_like_the_reference(tmp_path: Path, backend: str, mode: str) -> None:
+    """The pool holds the stack's state rows opaquely and returns all k steps, denormalized like step 1."""
+    b = make_bundle(tmp_path / "b", network=STACK, mode=mode, window=4, warmup=4)
+    n = b.manifest.normalization
+    rng = np.random.default_rng(8)
+    x = rng.normal(10, 2, (30, 2))
+    z = ((x - np.array(n.input_mean)) / np.array(n.input_std)).astype(np.float32)
+    if mode == "stateful":
+        h = np.zeros((1, STACK.state_size), np.float32)
+        y = np.concatenate([reference.gru_step(b.weights, z[t : t + 1], h) for t in range(30)])
+    else:
+        y = np.concatenate([reference.run_windows(b.weights, z[max(t - 3, 0) : t + 1][None]) for t in range(30)])
+    want = n.target_mean + n.target_std * y.astype(np.float64)
+    pool = edge_gru.load(b.path, backend=backend).pool(4)
+    got = np.concatenate([pool.update_detailed(["s"], x[t : t + 1]).values for t in range(30)])  # type: ignore[misc]
+    assert np.isnan(got[:3]).all()
+    np.testing.assert_allclose(got[3:], want[3:], rtol=1e-6, atol=1e-5)
+    if mode == "stateful":
+        assert pool.h.shape[1] == STACK.state_size == 11
+
+
+def test_a_stack_checkpoint_restores_exactly(tmp_path: Path, backend: str) -> None:
+    b = make_bundle(tmp_path / "b", network=STACK, warmup=2)
+    first = edge_gru.load(b.path, backend=backend).pool(8)
+    rng = np.random.default_rng(9)
+    x = rng.normal(10, 2, (40, 3, 2))
+    for t in range(20):
+        first.update(["a", "b", "c"], x[t])
+    first.save(tmp_path / "state.npz")
+    second = edge_gru.load(b.path, backend=backend).pool(8)
+    second.load(tmp_path / "state.npz")
+    for t in range(20, 40):
+        r1, r2 = first.update_detailed(["a", "b", "c"], x[t]), second.update_detailed(["a", "b", "c"], x[t])
+        np.testing.assert_array_equal(r1.values, r2.values)

@@ -108,6 +108,11 @@ def evaluate(
             f"  interval coverage {scores.coverage:.3f} (target {spec.coverage:g}), mean width {width}; "
             f"{scores.anomalies} readings flagged as anomalies"
         )
+    for step in scores.extra.get("horizon", []):
+        click.echo(
+            f"  step {step['step']}: {step['n']} forecasts, MAE {step['mae']:.6g}, persistence MAE "
+            f"{step['persistence_mae']:.6g}, ratio {step['ratio']:.3f}"
+        )
 
 
 def load_for_csv(

@@ -8,7 +8,8 @@ The config message is retained, so Home Assistant picks the sensors up after its
 restarts; availability follows the daemon's status topic. Each sensor's unit and device
 class come from the first ``[[homeassistant.streams]]`` entry whose pattern matches the
 stream id, else from ``[homeassistant]`` itself: one daemon serves thermometers, meters
-and hygrometers side by side.
+and hygrometers side by side. A model with a horizon of k samples adds one sensor per later
+step (``<stream>_forecast_2`` ... ``_k``) reading ``values[k-1]`` of the same payload.
 """
 
 from __future__ import annotations
@@ -36,10 +37,11 @@ def object_id(text: str) -> str:
 class Discovery:
     """Publishes ``<prefix>/sensor/<node>/<stream>_forecast/config`` for each new stream."""
 
-    def __init__(self, cfg: Config, publisher: Publisher, *, version: str = "") -> None:
+    def __init__(self, cfg: Config, publisher: Publisher, *, version: str = "", horizon: int = 1) -> None:
         self.cfg = cfg
         self.publisher = publisher
         self.version = version
+        self.horizon = horizon  # the served model's; the service updates it when a reload changes it
 
     def config_topic(self, stream: str) -> str:
         ha = self.cfg.homeassistant
@@ -75,6 +77,22 @@ class Discovery:
             doc["device_class"] = device_class
         return doc
 
+    def step_topic(self, stream: str, step: int) -> str:
+        return self.config_topic(stream).replace("_forecast/config", f"_forecast_{step}/config")
+
+    def step_payload(self, stream: str, step: int) -> dict[str, Any]:
+        """The forecast ``step`` samples ahead (a model with a horizon > 1)."""
+        doc = self.config_payload(stream)
+        sid = object_id(stream)
+        doc.update(
+            name=f"{stream} forecast +{step}",
+            unique_id=f"{object_id(self.cfg.mqtt.client_id)}_{sid}_forecast_{step}",
+            object_id=f"{sid}_forecast_{step}",
+            value_template=f"{{{{ value_json['values'][{step - 1}].value }}}}",
+        )
+        doc.pop("json_attributes_topic", None)
+        return doc
+
     def anomaly_topic(self, stream: str) -> str:
         ha = self.cfg.homeassistant
         node = object_id(self.cfg.mqtt.client_id)
@@ -105,6 +123,9 @@ class Discovery:
             return
         payload = json.dumps(self.config_payload(stream), separators=(",", ":")).encode()
         self.publisher.publish(topic, payload, qos=1, retain=True)
+        for step in range(2, self.horizon + 1):
+            doc = json.dumps(self.step_payload(stream, step), separators=(",", ":")).encode()
+            self.publisher.publish(self.step_topic(stream, step), doc, qos=1, retain=True)
         if self.cfg.homeassistant.anomaly_sensor:
             doc = json.dumps(self.anomaly_payload(stream), separators=(",", ":")).encode()
             self.publisher.publish(self.anomaly_topic(stream), doc, qos=1, retain=True)

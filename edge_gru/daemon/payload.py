@@ -568,6 +568,7 @@ def encode_forecast(
     lower: float | None = None,
     upper: float | None = None,
     anomaly: bool | None = None,
+    steps: Sequence[float] | None = None,
 ) -> bytes:
     """The forecast payload (``docs/payloads.md``): stream, ts, forecast_ts, value, model, backend.
 
@@ -575,9 +576,11 @@ def encode_forecast(
     null only while a stream's sample period is still unknown. With the per-stream
     adaptation on, ``lower``/``upper`` (the prediction interval, null for the first few
     forecasts of a stream) and ``anomaly`` (the reading this forecast follows lay far
-    outside its own forecast, or a stuck sensor) are added.
+    outside its own forecast, or a stuck sensor) are added. A network with a horizon of k
+    samples (a Dense(k) head) adds ``values``: the k forecasts, each with its ``forecast_ts``
+    (one sample period apart; the first is ``value``).
     """
-    return ForecastEncoder(model_id, backend).encode(stream, ts, forecast_ts, value, lower, upper, anomaly)
+    return ForecastEncoder(model_id, backend).encode(stream, ts, forecast_ts, value, lower, upper, anomaly, steps)
 
 
 class ForecastEncoder:
@@ -599,6 +602,7 @@ class ForecastEncoder:
         lower: float | None = None,
         upper: float | None = None,
         anomaly: bool | None = None,
+        steps: Sequence[float] | None = None,
     ) -> bytes:
         if not math.isfinite(value):
             raise ValueError(f"forecast value {value} for stream {stream!r} is not finite")
@@ -614,7 +618,22 @@ class ForecastEncoder:
             lo = "null" if lower is None or not math.isfinite(lower) else repr(float(lower))
             hi = "null" if upper is None or not math.isfinite(upper) else repr(float(upper))
             text += f',"lower":{lo},"upper":{hi},"anomaly":{"true" if anomaly else "false"}'
+        if steps is not None:
+            text += ',"values":' + _steps_json(float(ts), forecast_ts, steps)
         return (text + "}").encode()
+
+
+def _steps_json(ts: float, forecast_ts: float | None, steps: Sequence[float]) -> str:
+    """``[{"forecast_ts": t_k, "value": v_k}, ...]``: step k is k sample periods after the reading."""
+    dated = forecast_ts is not None and math.isfinite(forecast_ts)
+    period = forecast_ts - ts if dated else 0.0  # type: ignore[operator]
+    items = []
+    for k, v in enumerate(steps, start=1):
+        if not math.isfinite(v):
+            raise ValueError(f"forecast step {k} value {v} is not finite")
+        fts = repr(ts + k * period) if dated else "null"
+        items.append(f'{{"forecast_ts":{fts},"value":{float(v)!r}}}')
+    return "[" + ",".join(items) + "]"
 
 
 def _json_str(text: str) -> str:
@@ -638,6 +657,8 @@ class Forecast:
     lower: float | None = None
     upper: float | None = None
     anomaly: bool | None = None
+    # a network with a horizon of k > 1 samples: ((forecast_ts, value), ...) of the k steps
+    values: tuple[tuple[float | None, float], ...] | None = None
 
 
 def decode_forecast(payload: bytes) -> Forecast:
@@ -662,6 +683,18 @@ def decode_forecast(payload: bytes) -> Forecast:
     if anomaly is not None and not isinstance(anomaly, bool):
         raise _reject(DropReason.BAD_PAYLOAD, "forecast field 'anomaly' must be true or false")
     bounds = {k: None if doc.get(k) is None else _number(doc[k], k) for k in ("lower", "upper")}
+    steps = None
+    if doc.get("values") is not None:
+        raw = doc["values"]
+        if not isinstance(raw, list) or not raw or not all(isinstance(v, dict) for v in raw):
+            raise _reject(DropReason.BAD_PAYLOAD, "forecast field 'values' must be a list of {forecast_ts, value}")
+        steps = tuple(
+            (
+                None if v.get("forecast_ts") is None else _number(v["forecast_ts"], "values.forecast_ts"),
+                _number(v.get("value"), "values.value"),
+            )
+            for v in raw
+        )
     return Forecast(
         stream=doc["stream"],
         ts=_number(doc["ts"], "ts"),
@@ -670,5 +703,6 @@ def decode_forecast(payload: bytes) -> Forecast:
         model=doc["model"],
         backend=doc["backend"],
         anomaly=anomaly,
+        values=steps,
         **bounds,
     )

@@ -75,7 +75,11 @@ class Service:
         self.mqtt = MqttClient(
             cfg.mqtt, subscriptions=self.topics.subscriptions(), on_message=self._on_message, on_ready=self._on_ready
         )
-        self.discovery = Discovery(cfg, self.mqtt, version=edge_gru.__version__) if cfg.homeassistant.enabled else None
+        self.discovery = (
+            Discovery(cfg, self.mqtt, version=edge_gru.__version__, horizon=self.model.manifest.horizon)
+            if cfg.homeassistant.enabled
+            else None
+        )
         self.worker = Worker(
             model=self.model,
             publisher=self.mqtt,
@@ -256,6 +260,8 @@ class Service:
             return False
         self.model = model
         self.cfg = dataclasses.replace(self.cfg, model=cfg.model)
+        if self.discovery is not None:
+            self.discovery.horizon = model.manifest.horizon
         if model.id != old.id:
             self.worker.call_soon(lambda: self.checkpoint(force=True))  # the old bundle's checkpoint no longer applies
         event(

@@ -247,6 +247,7 @@ class Worker:
             topics_out = self._topics_out
             ts_list, fts_list, y_list = ts.tolist(), forecast_ts.tolist(), forecasts.tolist()
             lo_list, hi_list, an_list = (b.tolist() for b in bands) if bands is not None else ([], [], [])
+            step_rows = r.values.tolist() if r.values is not None else None
             template, publish = self.output_template, self.publisher.publish
             qos, retain = self.settings.output_qos, self.settings.output_retain
             for j, i in enumerate(forecast_rows.tolist()):
@@ -256,10 +257,18 @@ class Worker:
                     drops[DropReason.FORECAST_NOT_FINITE] = drops.get(DropReason.FORECAST_NOT_FINITE, 0) + 1
                     self._warnings.warn("forecast_not_finite", "forecast_not_finite", stream=stream)
                     continue
-                if bands is not None:
-                    payload = encode(stream, ts_list[i], fts_list[i], y_list[i], lo_list[i], hi_list[i], an_list[i])
-                else:
-                    payload = encode(stream, ts_list[i], fts_list[i], y_list[i])
+                try:
+                    if step_rows is not None:
+                        lo, hi, an = (lo_list[i], hi_list[i], an_list[i]) if bands is not None else (None, None, None)
+                        payload = encode(stream, ts_list[i], fts_list[i], y_list[i], lo, hi, an, step_rows[i])
+                    elif bands is not None:
+                        payload = encode(stream, ts_list[i], fts_list[i], y_list[i], lo_list[i], hi_list[i], an_list[i])
+                    else:
+                        payload = encode(stream, ts_list[i], fts_list[i], y_list[i])
+                except ValueError:  # a later step of the horizon is not finite: counted like step 1
+                    drops[DropReason.FORECAST_NOT_FINITE] = drops.get(DropReason.FORECAST_NOT_FINITE, 0) + 1
+                    self._warnings.warn("forecast_not_finite", "forecast_not_finite", stream=stream)
+                    continue
                 topic = topics_out.get(stream)
                 if topic is None:
                     if len(topics_out) >= self._cache_size:

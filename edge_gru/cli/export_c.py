@@ -13,7 +13,9 @@ from edge_gru.errors import EdgeGruError
     "--out", "out_dir", required=True, type=click.Path(), help="Folder to write the C sources, Makefile and example to."
 )
 @click.option(
-    "--int8", is_flag=True, help="int8 weights with one float scale per output column, every layer (about 4x less flash)."
+    "--int8",
+    is_flag=True,
+    help="int8 weights with one float scale per output column, in every layer (about 4x less flash).",
 )
 @click.option(
     "--prefix",

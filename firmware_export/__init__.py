@@ -4,7 +4,9 @@ numba, numpy and LiteRT have no wheels for 32-bit armv7l and nothing Python runs
 Cortex-M, so :func:`export` writes the model's weights as ``const`` arrays next to a small
 C99 runtime (no malloc, caller-owned state) whose forecasts equal the Python
 :class:`edge_gru.pool.StreamPool`'s: the same normalization, warm-up, window/stateful mode
-and timestamp rules. One entry point, like emlearn's ``convert``::
+and timestamp rules. The network is a table of layers (any stack of GRU layers, then dense
+layers, a Dense(k) head giving k forecasts) that the runtime runs in order, emlearn style.
+One entry point, like emlearn's ``convert``::
 
     import firmware_export
     report = firmware_export.export("models/default", "build/c", int8=False)

@@ -92,9 +92,11 @@ def export(
 ) -> ExportReport:
     """Write the C99 runtime, the model as ``const`` arrays, a Makefile and an example for ``bundle_dir``.
 
-    ``int8`` stores the weight matrices as int8 with one float scale per gate column (state
-    and activations stay float). ``prefix`` renames every file, symbol and macro
-    (``{prefix}_predict``, ``{PREFIX}_UNITS``) so several models link into one firmware.
+    Any layer list of the bundle is exported (GRU layers, then dense layers; the last one's
+    width is the horizon): the model source holds a layer table that the runtime loops over.
+    ``int8`` stores every layer's weight matrices as int8 with one float scale per output
+    column (states and activations stay float). ``prefix`` renames every file, symbol and
+    macro (``{prefix}_forecast``, ``{PREFIX}_STATE_SIZE``) so several models link into one firmware.
     Raises :class:`~edge_gru.errors.BundleError` for a bad bundle and :class:`ExportError`
     for a bad prefix or an output folder that cannot be written.
     """

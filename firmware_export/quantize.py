@@ -1,9 +1,10 @@
-"""Weight-only int8 quantization for the C runtime: int8 weights, one float scale per gate column.
+"""Weight-only int8 quantization for the C runtime: int8 weights, one float scale per output column.
 
-Each column of a kernel feeds one gate pre-activation (one output row of the transposed
-matrix), so one scale per column keeps a small gate's weights as precise as a large one's.
-Activations and the hidden state stay float: on a Cortex-M4 with an FPU that costs nothing
-and avoids the calibration that full-integer models need; the flash shrinks about 4x.
+Each column of a kernel feeds one gate pre-activation (or one dense output), so one scale
+per column keeps a small gate's weights as precise as a large one's. Activations and the
+hidden states stay float: on a Cortex-M4 with an FPU that costs nothing and avoids the
+calibration that full-integer models need; the flash shrinks about 4x. Every layer of a
+stack is quantized the same way; biases stay float32.
 
 >>> import numpy as np
 >>> q = quantize_columns(np.array([[1.0, -0.5], [-2.0, 0.25]], dtype=np.float32))
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_gru.bundle import GRUWeights
+from edge_gru.layers import GRULayer, NetworkWeights
 
 
 @dataclass(frozen=True)
@@ -41,28 +42,28 @@ def quantize_columns(w: np.ndarray) -> QuantizedMatrix:
 
 
 @dataclass(frozen=True)
-class QuantizedGRU:
-    kernel: QuantizedMatrix  # (I, 3U)
-    recurrent_kernel: QuantizedMatrix  # (U, 3U)
-    dense_kernel: QuantizedMatrix  # (U, 1)
+class QuantizedLayer:
+    kernel: QuantizedMatrix  # GRU (I, 3U), dense (I, K)
+    recurrent_kernel: QuantizedMatrix | None  # GRU (U, 3U); None for a dense layer
 
 
-def quantize_gru(weights: GRUWeights) -> QuantizedGRU:
-    """Quantize the three weight matrices; biases stay float32."""
-    return QuantizedGRU(
-        kernel=quantize_columns(weights.kernel),
-        recurrent_kernel=quantize_columns(weights.recurrent_kernel),
-        dense_kernel=quantize_columns(weights.dense_kernel),
-    )
+def quantize_network(weights: NetworkWeights) -> tuple[QuantizedLayer, ...]:
+    """Quantize every layer's weight matrices, in layer order."""
+    out = []
+    for n, layer in enumerate(weights.network.layers):
+        arrays = weights.layer(n)
+        recurrent = quantize_columns(arrays["recurrent_kernel"]) if isinstance(layer, GRULayer) else None
+        out.append(QuantizedLayer(kernel=quantize_columns(arrays["kernel"]), recurrent_kernel=recurrent))
+    return tuple(out)
 
 
-def dequantized_weights(weights: GRUWeights) -> GRUWeights:
+def dequantized_weights(weights: NetworkWeights) -> NetworkWeights:
     """The float model the int8 C runtime computes (up to float rounding): for checks and error budgets."""
-    q = quantize_gru(weights)
-    return GRUWeights(
-        kernel=q.kernel.dequantized(),
-        recurrent_kernel=q.recurrent_kernel.dequantized(),
-        bias=weights.bias,
-        dense_kernel=q.dense_kernel.dequantized(),
-        dense_bias=weights.dense_bias,
-    )
+    layers = []
+    for arrays, q in zip(weights.arrays, quantize_network(weights), strict=True):
+        layer = dict(arrays)
+        layer["kernel"] = q.kernel.dequantized()
+        if q.recurrent_kernel is not None:
+            layer["recurrent_kernel"] = q.recurrent_kernel.dequantized()
+        layers.append(layer)
+    return NetworkWeights(weights.network, tuple(layers))

@@ -16,8 +16,17 @@ import numpy as np
 import pytest
 
 import firmware_export
-from tests.bundles import make_bundle
-from tests.test_firmware_export import BEIJING, CAUSAL, assert_matches, pool_forecasts, read_series, sample_lines
+from edge_gru.layers import DenseLayer, GRULayer, Network
+from tests.test_firmware_export import (
+    BEIJING,
+    CAUSAL,
+    assert_matches,
+    make_bundle,
+    pool_forecasts,
+    read_series,
+    run_c,
+    sample_lines,
+)
 
 GCC = shutil.which("arm-linux-gnueabihf-gcc") or ""
 QEMU = shutil.which("qemu-arm-static") or shutil.which("qemu-arm") or ""
@@ -28,11 +37,21 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+NETWORKS = {
+    "GRU(24)": Network(3, (GRULayer(24), DenseLayer(1))),
+    "GRU(16)>GRU(8,before)>Dense(6,relu)>Dense(3)": Network(
+        3, (GRULayer(16), GRULayer(8, reset_after=False), DenseLayer(6, "relu"), DenseLayer(3))
+    ),
+}
+
+
 @pytest.mark.parametrize("int8", [False, True], ids=["float32", "int8"])
-def test_armv7_build_matches_the_pool(int8: bool, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_armv7_build_matches_the_pool(name: str, int8: bool, tmp_path: Path) -> None:
     values, ts = read_series(*BEIJING, 2500, start=48)
+    net = NETWORKS[name]
     bundle = make_bundle(
-        tmp_path / "b", units=24, features=3, window=6, mode="window", normalization=CAUSAL, sample_period_s=3600.0
+        tmp_path / "b", network=net, window=6, mode="window", normalization=CAUSAL, sample_period_s=3600.0
     )
     out = tmp_path / "c"
     firmware_export.export(bundle.path, out, int8=int8)
@@ -40,18 +59,11 @@ def test_armv7_build_matches_the_pool(int8: bool, tmp_path: Path) -> None:
         ["make", "-B", "-C", str(out), f"CC={GCC}", f"CFLAGS={PI3}", "LDFLAGS=-static"], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
-    run = subprocess.run(
-        [QEMU, str(out / "edge_gru_forecast"), "--ts"],
-        input="\n".join(sample_lines(values, ts)) + "\n",
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr
-    c = np.array([float(v) for v in run.stdout.split()])
+    c, _ = run_c(out / "edge_gru_forecast", sample_lines(values, ts), "--ts", horizon=net.horizon, runner=QEMU)
     reference = bundle
     if int8:
         from edge_gru.bundle import write_bundle
 
         reference = write_bundle(tmp_path / "deq", bundle.manifest, firmware_export.dequantized_weights(bundle.weights))
-    assert_matches(c, pool_forecasts(reference, values, ts), float(np.nanstd(values[:, 0])), min_forecasts=2000)
+    py = pool_forecasts(reference, values, ts)
+    assert_matches(c, py, float(np.nanstd(values[:, 0])), min_forecasts=2000 * net.horizon)

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from edge_gru.cli import main
-from tests.bundles import make_bundle
+from tests.test_firmware_export import make_bundle
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -25,7 +25,8 @@ def test_export_c_writes_sources_and_prints_flash_and_ram(tmp_path: Path) -> Non
     code, out = run(str(bundle.path), "--out", str(tmp_path / "c"))
     assert code == 0, out
     assert bundle.id in out
-    flash = 4 * (2 * 36 + 12 * 36 + 12) + 4 * (2 * 36 + 1) + 8 * 2 * 2  # weights + biases + fixed mean/std
+    # weights + biases + the layer table (2 rows of 24 B) + fixed mean/std
+    flash = 4 * (2 * 36 + 12 * 36 + 12) + 4 * (2 * 36 + 1) + 2 * 24 + 8 * 2 * 2
     match = re.search(r"flash\s+([\d,]+) B", out)
     assert match and int(match.group(1).replace(",", "")) == flash, out
     assert "RAM" in out and "state" in out and "stack scratch" in out
@@ -48,7 +49,7 @@ def test_export_c_int8_and_prefix(tmp_path: Path) -> None:
     assert code == 0, out
     assert "int8 weights" in out
     header = (tmp_path / "c" / "boiler_model.h").read_text()
-    assert "#define BOILER_INT8 1" in header and "extern const int8_t boiler_kernel[" in header
+    assert "#define BOILER_INT8 1" in header and "extern const int8_t boiler_matrices[" in header
     runtime = (tmp_path / "c" / "boiler_runtime.h").read_text()
     assert "float boiler_predict(boiler_state *s, const float *x_raw);" in runtime
     assert "edge_gru_" not in runtime and "EDGE_GRU_" not in runtime
@@ -60,7 +61,7 @@ def test_export_c_int8_and_prefix(tmp_path: Path) -> None:
     [
         ("missing", "manifest.json: missing"),
         ("checksum", "does not match manifest.json"),
-        ("schema", "field 'architecture.units'"),
+        ("schema", "architecture.layers[0].units is -3"),
     ],
 )
 def test_export_c_refuses_a_bad_bundle_naming_the_file(damage: str, message: str, tmp_path: Path) -> None:
@@ -72,7 +73,7 @@ def test_export_c_refuses_a_bad_bundle_naming_the_file(damage: str, message: str
         (bundle.path / "weights.npz").write_bytes(b"not the weights")
     else:
         data = json.loads(manifest.read_text())
-        data["architecture"]["units"] = -3
+        data["architecture"]["layers"][0]["units"] = -3
         manifest.write_text(json.dumps(data))
     code, out = run(str(bundle.path), "--out", str(tmp_path / "c"))
     assert code == 1

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 import firmware_export
-from tests.bundles import make_bundle
-from tests.test_firmware_export import CAUSAL
+from edge_gru.layers import DenseLayer, GRULayer, Network
+from tests.test_firmware_export import CAUSAL, make_bundle
 
 GCC = shutil.which("arm-none-eabi-gcc") or ""
 SIZE = shutil.which("arm-none-eabi-size") or ""
@@ -49,12 +49,21 @@ def compile_m4(src: Path, *flags: str) -> Path:
     return obj
 
 
+NETWORKS = {
+    "GRU(50)": Network(1, (GRULayer(50), DenseLayer(1))),
+    "GRU(32)>GRU(16,before)>Dense(8,relu)>Dense(4)": Network(
+        1, (GRULayer(32), GRULayer(16, reset_after=False), DenseLayer(8, "relu"), DenseLayer(4))
+    ),
+}
+
+
 @pytest.mark.parametrize("int8", [False, True], ids=["float32", "int8"])
 @pytest.mark.parametrize("mode", ["stateful", "window"])
+@pytest.mark.parametrize("name", list(NETWORKS))
 def test_cortex_m4_objects_have_the_reported_flash_and_no_ram_globals(
-    mode: str, int8: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    name: str, mode: str, int8: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    bundle = make_bundle(tmp_path / "b", units=50, features=1, window=10, mode=mode, normalization=CAUSAL)
+    bundle = make_bundle(tmp_path / "b", network=NETWORKS[name], window=10, mode=mode, normalization=CAUSAL)
     report = firmware_export.export(bundle.path, tmp_path / "c", int8=int8)
     model = sections(compile_m4(tmp_path / "c" / "edge_gru_model.c"))
     runtime = sections(compile_m4(tmp_path / "c" / "edge_gru_runtime.c"))
@@ -66,7 +75,7 @@ def test_cortex_m4_objects_have_the_reported_flash_and_no_ram_globals(
     assert 0 < runtime[".text"] < 4096
     with capsys.disabled():
         print(
-            f"\ncortex-m4 GRU(50) {mode} {'int8' if int8 else 'float32'}: runtime .text {runtime['.text']} B, "
+            f"\ncortex-m4 {name} {mode} {'int8' if int8 else 'float32'}: runtime .text {runtime['.text']} B, "
             f"model .rodata {model['.rodata']} B, report flash {report.flash_bytes} B, RAM {report.ram_bytes} B"
         )
 

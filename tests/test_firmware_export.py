@@ -1,9 +1,11 @@
 """The C export against the Python pool: generated C is compiled with gcc and run on real series.
 
 Every comparison feeds the same float32 readings to the compiled ``main`` example and to
-``model.pool().update`` (numpy backend, the reference maths) and checks the forecasts agree
-within 1e-5 of the series' standard deviation at every step of thousands, with the same
-NaNs (warm-up, dropped readings) in the same places.
+``model.pool().update`` (numpy backend, the reference maths, adaptation off) and checks the
+forecasts agree within 1e-5 of the series' standard deviation at every step of thousands,
+with the same NaNs (warm-up, dropped readings) in the same places. Stacks of layers (GRU
+layers, then dense layers, a Dense(k) head) are also run step by step against
+``edge_gru.reference.gru_step`` on random sequences.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ import pytest
 
 import edge_gru
 import firmware_export
-from edge_gru.bundle import Bundle, Normalization, load_bundle, write_bundle
+from edge_gru.adaptation import OFF
+from edge_gru.bundle import Bundle, Manifest, Normalization, load_bundle, write_bundle
+from edge_gru.layers import DenseLayer, GRULayer, Network, NetworkWeights
+from edge_gru.reference import gru_step
 from firmware_export import dequantized_weights
-from tests.bundles import make_bundle
 
 DATA = Path(__file__).resolve().parent / "data"
 STRICT = "-std=c99 -Wall -Wextra -Werror -pedantic -O2"
@@ -34,6 +38,54 @@ pytestmark = pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("mak
 
 
 # -- helpers shared by the firmware tests -----------------------------------------------------
+
+
+def random_weights(network: Network, seed: int) -> NetworkWeights:
+    """Random float32 weights of a moderate size, so the GRUs neither saturate nor die out."""
+    rng = np.random.default_rng(seed)
+    layers = []
+    for n, shapes in enumerate(network.shapes()):
+        layer = network.layers[n]
+        spread = {"kernel": 0.5, "bias": 0.2 if isinstance(layer, GRULayer) else 0.1}
+        spread["recurrent_kernel"] = 0.5 / np.sqrt(layer.units)
+        layers.append({k: rng.normal(0, spread[k], shape).astype(np.float32) for k, shape in shapes.items()})
+    return NetworkWeights(network, tuple(layers))
+
+
+def make_bundle(
+    out: Path,
+    *,
+    units: int = 8,
+    features: int = 1,
+    window: int = 5,
+    mode: str = "stateful",
+    reset_after: bool = True,
+    network: Network | None = None,
+    normalization: Normalization | None = None,
+    sample_period_s: float | None = None,
+    warmup: int = 3,
+    seed: int = 0,
+    name: str = "test",
+) -> Bundle:
+    """A random bundle: ``network``, or GRU(units) > Dense(1) when it is None."""
+    net = network or Network(features, (GRULayer(units, reset_after), DenseLayer(1)))
+    features = net.input_features
+    feature_names = tuple(f"f{i}" for i in range(features)) if features > 1 else ("value",)
+    manifest = Manifest(
+        network=net,
+        window=window,
+        mode=mode,
+        features=feature_names,
+        target=feature_names[0],
+        normalization=normalization
+        or Normalization(
+            kind="fixed", input_mean=(10.0,) * features, input_std=(2.0,) * features, target_mean=10.0, target_std=2.0
+        ),
+        sample_period_s=sample_period_s,
+        warmup=warmup,
+        name=name,
+    )
+    return write_bundle(out, manifest, random_weights(net, seed))
 
 
 def read_series(name: str, columns: list[str], n: int, *, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -90,25 +142,42 @@ def sample_lines(values: np.ndarray, ts: np.ndarray | None = None) -> list[str]:
     return lines
 
 
-def run_c(binary: Path, lines: list[str], *args: str) -> tuple[np.ndarray, str]:
+def run_c(
+    binary: Path, lines: list[str], *args: str, horizon: int = 1, runner: str | None = None
+) -> tuple[np.ndarray, str]:
+    """The example's forecasts: (N,), or (N, horizon) for a Dense(k) head (k numbers per line).
+
+    ``runner``: an emulator to run the binary under (qemu-arm-static for an armv7 build).
+    """
     done = subprocess.run(
-        [str(binary), *args], input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=120
+        [*([runner] if runner else []), str(binary), *args],
+        input="\n".join(lines) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    return np.array([float(v) for v in done.stdout.split()]), done.stderr
+    rows = [[float(v) for v in line.split()] for line in done.stdout.splitlines()]
+    assert all(len(r) == horizon for r in rows)
+    got = np.array(rows).reshape(len(rows), horizon)
+    return (got[:, 0] if horizon == 1 else got), done.stderr
 
 
 def pool_forecasts(bundle: Bundle | Path, values: np.ndarray, ts: np.ndarray | None = None) -> np.ndarray:
-    """The Python pool's forecast after each reading (NaN when none), fed the same float32 readings."""
+    """The Python pool's forecasts after each reading (NaN when none), fed the same float32 readings.
+
+    (N,) for horizon 1, else (N, horizon). The adaptation is off: the C runtime serves the bare network.
+    """
     path = bundle.path if isinstance(bundle, Bundle) else bundle
-    pool = edge_gru.load(path, backend="numpy").pool(max_streams=1)
+    pool = edge_gru.load(path, backend="numpy").pool(max_streams=1, adaptation=OFF)
     x = np.asarray(values, dtype=np.float32).astype(np.float64)
     if x.ndim == 1:
         x = x[:, None]
-    out = np.empty(len(x))
+    out = np.full((len(x), pool.horizon), np.nan)
     for i in range(len(x)):
-        out[i] = pool.update(["s"], x[i : i + 1], None if ts is None else ts[i : i + 1])[0]
-    return out
+        r = pool.update_detailed(["s"], x[i : i + 1], None if ts is None else ts[i : i + 1], now=0.0)
+        out[i] = r.forecasts[0] if r.values is None else r.values[0]
+    return out[:, 0] if pool.horizon == 1 else out
 
 
 def assert_matches(c: np.ndarray, py: np.ndarray, scale: float, tol: float = FLOAT_TOL, *, min_forecasts: int) -> float:
@@ -154,6 +223,145 @@ def build_config(name: str, root: Path, *, weights_seed: int = 1) -> tuple[Bundl
         seed=weights_seed,
     )
     return bundle, values
+
+
+# -- stacks of layers: any depth, a Dense(k) head ------------------------------------------------
+
+STACKS = {
+    # name: (network, mode, window)
+    "GRU(12)>GRU(7,before)>Dense(1)": (
+        Network(1, (GRULayer(12), GRULayer(7, reset_after=False), DenseLayer(1))),
+        "stateful",
+        1,
+    ),
+    "GRU(10,before)>GRU(8)>GRU(5)>Dense(6,relu)>Dense(3)": (
+        Network(
+            3,
+            (
+                GRULayer(10, reset_after=False),
+                GRULayer(8),
+                GRULayer(5),
+                DenseLayer(6, "relu"),
+                DenseLayer(3),
+            ),
+        ),
+        "stateful",
+        1,
+    ),
+    "GRU(9)>Dense(7,tanh)>Dense(4,sigmoid)>Dense(2)-window6": (
+        Network(3, (GRULayer(9), DenseLayer(7, "tanh"), DenseLayer(4, "sigmoid"), DenseLayer(2))),
+        "window",
+        6,
+    ),
+}
+
+STEP_HARNESS = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include "edge_gru_runtime.h"
+/* Each line: EDGE_GRU_INPUTS normalized inputs -> y[HORIZON] then h[STATE_SIZE]; "reset" zeroes h. */
+int main(void) {
+    float h[EDGE_GRU_STATE_SIZE] = {0}; float z[EDGE_GRU_INPUTS]; float y[EDGE_GRU_HORIZON]; char line[4096];
+    while (fgets(line, sizeof line, stdin)) {
+        char *p = line; int i;
+        if (line[0] == 'r') { for (i = 0; i < EDGE_GRU_STATE_SIZE; i++) { h[i] = 0.0f; } continue; }
+        for (i = 0; i < EDGE_GRU_INPUTS; i++) { z[i] = strtof(p, &p); }
+        edge_gru_step(h, z, y);
+        for (i = 0; i < EDGE_GRU_HORIZON; i++) { printf("%.9g ", (double)y[i]); }
+        for (i = 0; i < EDGE_GRU_STATE_SIZE; i++) { printf("%.9g ", (double)h[i]); }
+        printf("\n");
+    }
+    return 0;
+}
+"""
+
+
+def c_steps(bundle: Bundle, out: Path, z: np.ndarray, *, int8: bool, reset_every: int) -> np.ndarray:
+    """edge_gru_step over normalized inputs z (T, I), from a zero state restarted every ``reset_every`` steps."""
+    firmware_export.export(bundle.path, out, int8=int8)
+    (out / "steps.c").write_text(STEP_HARNESS)
+    sources = ["steps.c", "edge_gru_runtime.c", "edge_gru_model.c"]
+    subprocess.run(["gcc", *STRICT.split(), *sources, "-lm", "-o", "steps"], cwd=out, check=True)
+    lines = []
+    for t, row in enumerate(z):
+        if t and t % reset_every == 0:
+            lines.append("reset")
+        lines.append(" ".join(format(float(v), ".9g") for v in row))
+    done = subprocess.run([str(out / "steps")], input="\n".join(lines) + "\n", capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return np.array([[float(v) for v in line.split()] for line in done.stdout.splitlines()])
+
+
+def reference_steps(weights: NetworkWeights, z: np.ndarray, *, reset_every: int) -> np.ndarray:
+    """The same through edge_gru.reference.gru_step: y then h per step."""
+    net = weights.network
+    h = np.zeros((1, net.state_size), dtype=np.float32)
+    rows = []
+    for t, row in enumerate(z):
+        if t and t % reset_every == 0:
+            h[...] = 0.0
+        y = gru_step(weights, row[None, :], h)
+        rows.append(np.concatenate([y[0], h[0]]))
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("int8", [False, True], ids=["float32", "int8"])
+@pytest.mark.parametrize("name", list(STACKS))
+def test_stack_step_matches_the_reference_on_random_sequences(name: str, int8: bool, tmp_path: Path) -> None:
+    """edge_gru_step (the layer table, any depth) equals reference.gru_step: outputs and every GRU state.
+
+    int8: equal to the reference running the dequantized weights. The outputs are in units of the
+    stream's scale, so 1e-5 here is 1e-5 of the stream scale.
+    """
+    net, _, _ = STACKS[name]
+    bundle = make_bundle(tmp_path / "b", network=net, normalization=CAUSAL, seed=11)
+    z = np.random.default_rng(5).normal(0.0, 1.5, (3000, net.input_features)).astype(np.float32)
+    got = c_steps(bundle, tmp_path / "c", z, int8=int8, reset_every=700)
+    weights = dequantized_weights(bundle.weights) if int8 else bundle.weights
+    want = reference_steps(weights, z, reset_every=700)
+    assert got.shape == want.shape == (3000, net.horizon + net.state_size)
+    err = np.abs(got - want)
+    assert err[:, : net.horizon].max() <= FLOAT_TOL, err[:, : net.horizon].max()
+    assert err[:, net.horizon :].max() <= FLOAT_TOL, err[:, net.horizon :].max()
+    # The states move (the test is not comparing zeros) and every layer's state is compared.
+    assert np.abs(want[:, net.horizon :]).std(axis=0).min() > 1e-3
+    if int8:  # the quantized model is really another model
+        assert np.abs(got - reference_steps(bundle.weights, z, reset_every=700)).max() > 1e-5
+
+
+@pytest.mark.parametrize("int8", [False, True], ids=["float32", "int8"])
+@pytest.mark.parametrize("name", list(STACKS))
+def test_stack_export_matches_the_pool_with_every_horizon_step(name: str, int8: bool, tmp_path: Path) -> None:
+    """The example prints all k forecasts per reading; each equals the pool's PoolResult.values."""
+    net, mode, window = STACKS[name]
+    series = BEIJING if net.input_features == 3 else SST
+    values, ts = read_series(*series, 2500, start=48)
+    bundle = make_bundle(tmp_path / "b", network=net, mode=mode, window=window, normalization=CAUSAL, warmup=4, seed=2)
+    _, binary = export_and_build(bundle.path, tmp_path / "c", int8=int8)
+    c, _ = run_c(binary, sample_lines(values, ts), "--ts", horizon=net.horizon)
+    reference = write_bundle(tmp_path / "deq", bundle.manifest, dequantized_weights(bundle.weights)) if int8 else bundle
+    py = pool_forecasts(reference, values, ts)
+    assert py.shape == ((len(values),) if net.horizon == 1 else (len(values), net.horizon))
+    assert_matches(c, py, float(np.nanstd(values[:, 0])), min_forecasts=2000 * net.horizon)
+
+
+@pytest.mark.parametrize("int8", [False, True], ids=["float32", "int8"])
+def test_shipped_default_bundle_matches_the_pool(int8: bool, tmp_path: Path) -> None:
+    """models/default (format 1, migrated to GRU(50) > Dense(1)) through the C export, adaptation off."""
+    default = Path(__file__).resolve().parents[1] / "models" / "default"
+    bundle = load_bundle(default)
+    assert bundle.manifest.network == Network(1, (GRULayer(50), DenseLayer(1)))
+    values, _ = read_series(*POWER, 3000, start=100)
+    report, binary = export_and_build(default, tmp_path / "c", int8=int8)
+    c, _ = run_c(binary, sample_lines(values))
+    reference = (
+        write_bundle(tmp_path / "deq", bundle.manifest, dequantized_weights(bundle.weights)).path if int8 else default
+    )
+    err = assert_matches(c, pool_forecasts(reference, values), float(np.std(values)), min_forecasts=2900)
+    assert err < FLOAT_TOL
+    head = (tmp_path / "c" / "edge_gru_model.c").read_text()[:600]
+    assert "Model: GRU(50) > Dense(1), stateful mode, causal normalization" in head and bundle.id in head
+    assert report.footprint.weight_bytes == (8904 if int8 else 30800)
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -203,8 +411,22 @@ def test_int8_weights_take_a_quarter_of_the_flash(tmp_path: Path) -> None:
     assert i8.footprint.weight_bytes == matrices + 4 * (6 * 32 + 1)
     assert i8.ram_bytes == f32.ram_bytes
     text = (tmp_path / "i8" / "edge_gru_model.c").read_text()
-    assert "const int8_t edge_gru_recurrent_kernel[" in text
-    assert "const float edge_gru_recurrent_kernel_scale[3 * EDGE_GRU_UNITS]" in text
+    assert "const int8_t edge_gru_matrices[EDGE_GRU_MATRIX_COUNT]" in text
+    assert "const float edge_gru_vectors[EDGE_GRU_VECTOR_COUNT]" in text
+
+
+def test_int8_stack_flash_counts_every_layer(tmp_path: Path) -> None:
+    """Matrices shrink 4x in every layer; each output column of each layer gets one float scale."""
+    net = Network(3, (GRULayer(16), GRULayer(8, reset_after=False), DenseLayer(6, "relu"), DenseLayer(3)))
+    bundle = make_bundle(tmp_path / "b", network=net, normalization=CAUSAL)
+    f32 = firmware_export.export(bundle.path, tmp_path / "f32")
+    i8 = firmware_export.export(bundle.path, tmp_path / "i8", int8=True)
+    matrices = 3 * 16 * (3 + 16) + 3 * 8 * (16 + 8) + 8 * 6 + 6 * 3
+    assert f32.footprint.weight_bytes == 4 * matrices
+    assert i8.footprint.weight_bytes == matrices + 4 * (6 * 16 + 6 * 8 + 6 + 3)
+    biases = 6 * 16 + 3 * 8 + 6 + 3
+    assert f32.footprint.constant_bytes == i8.footprint.constant_bytes == 4 * biases + 4 * 24
+    assert f32.footprint.parameters == matrices + biases
 
 
 # -- timestamps, bad lines, sanitizers --------------------------------------------------------
@@ -297,8 +519,9 @@ def test_sanitizers_run_clean(tmp_path: Path) -> None:
     """AddressSanitizer and UBSan over window and stateful models, faults, bad lines, --ts."""
     values, ts = faulty_stamped_series(800)
     sanitize = "-std=c99 -Wall -Wextra -Werror -pedantic -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all"
+    stack = Network(3, (GRULayer(10), GRULayer(6, reset_after=False), DenseLayer(5, "tanh"), DenseLayer(3)))
     for mode, int8 in (("window", False), ("stateful", True)):
-        bundle = make_bundle(tmp_path / f"b-{mode}", units=10, features=3, window=7, mode=mode, normalization=CAUSAL)
+        bundle = make_bundle(tmp_path / f"b-{mode}", network=stack, window=7, mode=mode, normalization=CAUSAL)
         out = tmp_path / f"c-{mode}"
         firmware_export.export(bundle.path, out, int8=int8)
         done = subprocess.run(
@@ -315,7 +538,7 @@ def test_sanitizers_run_clean(tmp_path: Path) -> None:
         )
         assert run.returncode == 0, run.stderr
         assert "runtime error" not in run.stderr and "Sanitizer" not in run.stderr, run.stderr
-        assert len(run.stdout.split()) == len(lines)
+        assert [len(line.split()) for line in run.stdout.splitlines()] == [3] * len(lines)
 
 
 # -- the generated files ----------------------------------------------------------------------
@@ -323,7 +546,8 @@ def test_sanitizers_run_clean(tmp_path: Path) -> None:
 
 def test_runtime_holds_no_globals_and_the_model_is_read_only(tmp_path: Path) -> None:
     """No .data/.bss in either object: all state is the caller's struct, all weights are const."""
-    bundle = make_bundle(tmp_path / "b", units=16, features=1, mode="window", window=4, normalization=CAUSAL)
+    net = Network(1, (GRULayer(16), GRULayer(4), DenseLayer(2)))
+    bundle = make_bundle(tmp_path / "b", network=net, mode="window", window=4, normalization=CAUSAL)
     out = tmp_path / "c"
     firmware_export.export(bundle.path, out, int8=True)
     for name in ("edge_gru_runtime", "edge_gru_model"):
@@ -332,11 +556,18 @@ def test_runtime_holds_no_globals_and_the_model_is_read_only(tmp_path: Path) -> 
         kinds = {line.split()[-2] for line in symbols.splitlines() if len(line.split()) == 3}
         assert not kinds & set("bBdDcC"), symbols
     model_syms = subprocess.run(["nm", "edge_gru_model.o"], cwd=out, capture_output=True, text=True).stdout
-    assert re.search(r" R edge_gru_recurrent_kernel$", model_syms, re.M)
+    for symbol in ("edge_gru_layers", "edge_gru_matrices", "edge_gru_vectors"):
+        assert re.search(rf" R {symbol}$", model_syms, re.M), model_syms
 
 
-def test_stack_scratch_is_within_the_report(tmp_path: Path) -> None:
-    bundle = make_bundle(tmp_path / "b", units=48, features=3, mode="window", window=5, normalization=CAUSAL)
+@pytest.mark.parametrize("layers", ["GRU(48)", "GRU(24)>GRU(40)>Dense(12)>Dense(3)"])
+def test_stack_scratch_is_within_the_report(layers: str, tmp_path: Path) -> None:
+    net = (
+        Network(3, (GRULayer(48), DenseLayer(1)))
+        if layers == "GRU(48)"
+        else Network(3, (GRULayer(24), GRULayer(40, reset_after=False), DenseLayer(12, "relu"), DenseLayer(3)))
+    )
+    bundle = make_bundle(tmp_path / "b", network=net, mode="window", window=5, normalization=CAUSAL)
     out = tmp_path / "c"
     report = firmware_export.export(bundle.path, out)
     subprocess.run(["gcc", *STRICT.split(), "-fstack-usage", "-c", "edge_gru_runtime.c"], cwd=out, check=True)
@@ -344,8 +575,19 @@ def test_stack_scratch_is_within_the_report(tmp_path: Path) -> None:
         line.split("\t")[0].rsplit(":", 1)[-1]: int(line.split("\t")[1])
         for line in (out / "edge_gru_runtime.su").read_text().splitlines()
     }
-    # The deepest chain is predict -> accept -> step -> matvec (static ones may be inlined away).
-    chain = sum(usage.get(f, 0) for f in ("edge_gru_predict_ts", "edge_gru_accept", "edge_gru_step", "edge_gru_matvec"))
+    # The deepest chain is predict_ts -> forecast_ts -> accept -> step -> layer -> matvec (static ones may be
+    # inlined away).
+    chain = sum(
+        usage.get(f, 0)
+        for f in (
+            "edge_gru_predict_ts",
+            "edge_gru_forecast_ts",
+            "edge_gru_accept",
+            "edge_gru_step",
+            "edge_gru_gru_layer",
+            "edge_gru_matvec",
+        )
+    )
     assert report.footprint.scratch_bytes <= chain + 64
     assert chain <= report.footprint.scratch_bytes + 256
 
@@ -360,13 +602,21 @@ def test_banner_names_the_bundle_and_says_generated(tmp_path: Path) -> None:
 
 
 def test_float_weights_round_trip_exactly(tmp_path: Path) -> None:
-    """Every float32 weight in the C source parses back to the same bits."""
-    bundle = make_bundle(tmp_path / "b", units=6, features=2, reset_after=True)
+    """Every float32 weight and bias of every layer in the C source parses back to the same bits."""
+    net = Network(2, (GRULayer(6), GRULayer(3, reset_after=False), DenseLayer(4, "sigmoid"), DenseLayer(2)))
+    bundle = make_bundle(tmp_path / "b", network=net)
     firmware_export.export(bundle.path, tmp_path / "c")
     text = (tmp_path / "c" / "edge_gru_model.c").read_text()
-    body = text.split("edge_gru_recurrent_kernel[EDGE_GRU_UNITS * 3 * EDGE_GRU_UNITS] = {")[1].split("};")[0]
-    parsed = np.array([float(v.strip().rstrip("f")) for v in body.split(",") if v.strip()], dtype=np.float32)
-    np.testing.assert_array_equal(parsed, bundle.weights.recurrent_kernel.ravel())
+
+    def parsed(name: str) -> np.ndarray:
+        body = text.split(f"{name} = {{")[1].split("};")[0]
+        return np.array([float(v.strip().rstrip("f")) for v in body.split(",") if v.strip()], dtype=np.float32)
+
+    w = bundle.weights
+    matrices = [w.layer(n)[k].ravel() for n in range(4) for k in ("kernel", "recurrent_kernel") if k in w.layer(n)]
+    np.testing.assert_array_equal(parsed("edge_gru_matrices[EDGE_GRU_MATRIX_COUNT]"), np.concatenate(matrices))
+    vectors = [w.input_bias(0), w.recurrent_bias(0), w.input_bias(1), w.layer(2)["bias"], w.layer(3)["bias"]]
+    np.testing.assert_array_equal(parsed("edge_gru_vectors[EDGE_GRU_VECTOR_COUNT]"), np.concatenate(vectors))
 
 
 def test_two_prefixed_models_link_into_one_program(tmp_path: Path) -> None:
@@ -557,7 +807,7 @@ def test_normalize_and_denormalize_match_python_for_tflite_micro_users(kind: str
     np.testing.assert_allclose(got[:, 4] - got[:, 3], scale, rtol=0, atol=1e-6 * np.abs(offset).max())
 
 
-@pytest.mark.parametrize("module", ["c_literals", "quantize", "footprint"])
+@pytest.mark.parametrize("module", ["c_literals", "quantize", "footprint", "layout"])
 def test_module_examples(module: str) -> None:
     """The docstring examples of firmware_export (its folder is not among pytest's doctest paths)."""
     import doctest

@@ -12,7 +12,11 @@ from edge_gru.errors import EdgeGruError
 @click.option(
     "--out", "out_dir", required=True, type=click.Path(), help="Folder to write the C sources, Makefile and example to."
 )
-@click.option("--int8", is_flag=True, help="int8 weights with one float scale per gate column (about 4x less flash).")
+@click.option(
+    "--int8",
+    is_flag=True,
+    help="int8 weights with one float scale per output column, in every layer (about 4x less flash).",
+)
 @click.option(
     "--prefix",
     default="edge_gru",
@@ -22,8 +26,10 @@ from edge_gru.errors import EdgeGruError
 def export_c(bundle_dir: str, out_dir: str, int8: bool, prefix: str) -> None:
     """Write BUNDLE_DIR's model as const arrays plus a C99 runtime (no malloc, caller-owned state).
 
-    The C forecasts equal the Python pool's with the adaptation off (the C runtime serves
-    the bare GRU: no combination, intervals or anomaly flags) for the same readings. Build the example with
+    Any layer list is exported (GRU layers, then dense layers; a Dense(k) head gives k
+    forecasts per reading). The C forecasts equal the Python pool's with the adaptation off
+    (the C runtime serves the bare network: no combination, intervals or anomaly flags)
+    for the same readings. Build the example with
     `make` in the output folder; for a microcontroller, compile the runtime and model
     sources into the firmware.
     """
@@ -42,5 +48,5 @@ def export_c(bundle_dir: str, out_dir: str, int8: bool, prefix: str) -> None:
     if manifest_spec(load_bundle(bundle_dir).manifest.extra).enabled:
         click.echo(
             "note: the bundle's per-stream adaptation (combination with persistence and Holt, intervals, "
-            "anomaly flags) is not exported; the C runtime serves the bare GRU (docs/firmware.md)"
+            "anomaly flags) is not exported; the C runtime serves the bare network (docs/firmware.md)"
         )

@@ -1,24 +1,22 @@
 /*
- * edge_gru_runtime.c - the GRU step, normalization and per-stream rules of edge-gru in C99.
+ * edge_gru_runtime.c - the network step, normalization and per-stream rules of edge-gru in C99.
  *
- * The maths is Keras 3's GRU cell (gate columns z | r | h, exact logistic sigmoid, either
- * reset_after) and a Dense(1) head, as in edge_gru/reference.py; the per-stream rules are
- * edge_gru/pool.py's and edge_gru/normalization.py's. Scratch lives on the stack (a few
- * times EDGE_GRU_UNITS floats); the weights are the const arrays of edge_gru_model.c.
+ * The network is the layer table edge_gru_layers of edge_gru_model.c, run in order (any depth):
+ * Keras 3 GRU cells (gate columns z | r | h, exact logistic sigmoid, either reset_after), each
+ * feeding the next, then dense layers (linear, relu, tanh or sigmoid), as in
+ * edge_gru/reference.py; the per-stream rules are edge_gru/pool.py's and
+ * edge_gru/normalization.py's. Scratch lives on the stack (a few times the widest layer in
+ * floats); the weights are the const arrays of edge_gru_model.c.
  */
 #include "edge_gru_runtime.h"
 
 #include <math.h>
 #include <stddef.h>
 
-#define EDGE_GRU_G (3 * EDGE_GRU_UNITS) /* width of the gate columns z | r | h */
-
 #if EDGE_GRU_INT8
 typedef int8_t edge_gru_weight;
-#define EDGE_GRU_SCALE(name) name##_scale
 #else
 typedef float edge_gru_weight;
-#define EDGE_GRU_SCALE(name) NULL
 #endif
 
 /* out[j] = sum_i in[i] * w[i * stride + j] for j < cols (times the per-column scale for int8). */
@@ -50,56 +48,117 @@ static float edge_gru_sigmoid(float v)
     return 1.0f / (1.0f + expf(-v));
 }
 
-/* One GRU step on the normalized input x: updates h in place, returns the Dense(1) output. */
-static float edge_gru_step(float *h, const float *x)
+/* One GRU layer one step: input x[inputs], its state h[units] updated in place; gx and gh are
+ * scratch of 3 * units floats. */
+static void edge_gru_gru_layer(const edge_gru_layer *layer, const float *x, float *h, float *gx, float *gh)
 {
-    float gx[EDGE_GRU_G];
-    float gh[EDGE_GRU_G];
-    float y;
+    const int n = layer->units;
+    const int g = 3 * n;
+    const edge_gru_weight *kernel = edge_gru_matrices + layer->matrix;
+    const edge_gru_weight *recurrent = kernel + (size_t)layer->inputs * (size_t)g;
+    const float *bias_in = edge_gru_vectors + layer->vector;
+#if EDGE_GRU_INT8
+    const float *kernel_scale = bias_in + (layer->flag ? 2 * g : g);
+    const float *recurrent_scale = kernel_scale + g;
+#else
+    const float *kernel_scale = NULL;
+    const float *recurrent_scale = NULL;
+#endif
     int u;
 
-    edge_gru_matvec(gx, x, EDGE_GRU_INPUTS, edge_gru_kernel, EDGE_GRU_G, EDGE_GRU_G, EDGE_GRU_SCALE(edge_gru_kernel));
-    for (u = 0; u < EDGE_GRU_G; u++) {
-        gx[u] += edge_gru_bias_in[u];
+    edge_gru_matvec(gx, x, layer->inputs, kernel, g, g, kernel_scale);
+    for (u = 0; u < g; u++) {
+        gx[u] += bias_in[u];
     }
-#if EDGE_GRU_RESET_AFTER
-    edge_gru_matvec(gh, h, EDGE_GRU_UNITS, edge_gru_recurrent_kernel, EDGE_GRU_G, EDGE_GRU_G,
-                    EDGE_GRU_SCALE(edge_gru_recurrent_kernel));
-    for (u = 0; u < EDGE_GRU_G; u++) {
-        gh[u] += edge_gru_bias_rec[u];
+    if (layer->flag) { /* reset_after: r multiplies the recurrent candidate term, bias included */
+        const float *bias_rec = bias_in + g;
+        edge_gru_matvec(gh, h, n, recurrent, g, g, recurrent_scale);
+        for (u = 0; u < g; u++) {
+            gh[u] += bias_rec[u];
+        }
+        for (u = 0; u < n; u++) {
+            const float z = edge_gru_sigmoid(gx[u] + gh[u]);
+            const float r = edge_gru_sigmoid(gx[n + u] + gh[n + u]);
+            const float c = tanhf(gx[2 * n + u] + r * gh[2 * n + u]);
+            h[u] = z * h[u] + (1.0f - z) * c;
+        }
+        return;
     }
-    for (u = 0; u < EDGE_GRU_UNITS; u++) {
+    /* reset_before: z and r from the first 2U recurrent columns; the candidate sees (r * h) @ U_h. */
+    edge_gru_matvec(gh, h, n, recurrent, g, 2 * n, recurrent_scale);
+    for (u = 0; u < n; u++) {
         const float z = edge_gru_sigmoid(gx[u] + gh[u]);
-        const float r = edge_gru_sigmoid(gx[EDGE_GRU_UNITS + u] + gh[EDGE_GRU_UNITS + u]);
-        const float c = tanhf(gx[2 * EDGE_GRU_UNITS + u] + r * gh[2 * EDGE_GRU_UNITS + u]);
-        h[u] = z * h[u] + (1.0f - z) * c;
-    }
-#else
-    /* z and r from the first 2U recurrent columns; the candidate sees (r * h) @ U_h. */
-    edge_gru_matvec(gh, h, EDGE_GRU_UNITS, edge_gru_recurrent_kernel, EDGE_GRU_G, 2 * EDGE_GRU_UNITS,
-                    EDGE_GRU_SCALE(edge_gru_recurrent_kernel));
-    for (u = 0; u < EDGE_GRU_UNITS; u++) {
-        const float z = edge_gru_sigmoid(gx[u] + gh[u]);
-        const float r = edge_gru_sigmoid(gx[EDGE_GRU_UNITS + u] + gh[EDGE_GRU_UNITS + u]);
+        const float r = edge_gru_sigmoid(gx[n + u] + gh[n + u]);
         gh[u] = z;
-        gh[EDGE_GRU_UNITS + u] = r * h[u];
+        gh[n + u] = r * h[u];
     }
 #if EDGE_GRU_INT8
-    edge_gru_matvec(gh + 2 * EDGE_GRU_UNITS, gh + EDGE_GRU_UNITS, EDGE_GRU_UNITS,
-                    edge_gru_recurrent_kernel + 2 * EDGE_GRU_UNITS, EDGE_GRU_G, EDGE_GRU_UNITS,
-                    edge_gru_recurrent_kernel_scale + 2 * EDGE_GRU_UNITS);
+    edge_gru_matvec(gh + 2 * n, gh + n, n, recurrent + 2 * n, g, n, recurrent_scale + 2 * n);
 #else
-    edge_gru_matvec(gh + 2 * EDGE_GRU_UNITS, gh + EDGE_GRU_UNITS, EDGE_GRU_UNITS,
-                    edge_gru_recurrent_kernel + 2 * EDGE_GRU_UNITS, EDGE_GRU_G, EDGE_GRU_UNITS, NULL);
+    edge_gru_matvec(gh + 2 * n, gh + n, n, recurrent + 2 * n, g, n, NULL);
 #endif
-    for (u = 0; u < EDGE_GRU_UNITS; u++) {
+    for (u = 0; u < n; u++) {
         const float z = gh[u];
-        const float c = tanhf(gx[2 * EDGE_GRU_UNITS + u] + gh[2 * EDGE_GRU_UNITS + u]);
+        const float c = tanhf(gx[2 * n + u] + gh[2 * n + u]);
         h[u] = z * h[u] + (1.0f - z) * c;
     }
+}
+
+/* One dense layer: out[units] = activation(x @ kernel + bias). */
+static void edge_gru_dense_layer(const edge_gru_layer *layer, const float *x, float *out)
+{
+    const int k = layer->units;
+    const float *bias = edge_gru_vectors + layer->vector;
+#if EDGE_GRU_INT8
+    const float *scale = bias + k;
+#else
+    const float *scale = NULL;
 #endif
-    edge_gru_matvec(&y, h, EDGE_GRU_UNITS, edge_gru_dense_kernel, 1, 1, EDGE_GRU_SCALE(edge_gru_dense_kernel));
-    return y + edge_gru_dense_bias;
+    int j;
+    edge_gru_matvec(out, x, layer->inputs, edge_gru_matrices + layer->matrix, k, k, scale);
+    for (j = 0; j < k; j++) {
+        const float v = out[j] + bias[j];
+        switch (layer->flag) {
+        case EDGE_GRU_ACT_RELU:
+            out[j] = v > 0.0f ? v : 0.0f;
+            break;
+        case EDGE_GRU_ACT_TANH:
+            out[j] = tanhf(v);
+            break;
+        case EDGE_GRU_ACT_SIGMOID:
+            out[j] = edge_gru_sigmoid(v);
+            break;
+        default:
+            out[j] = v;
+            break;
+        }
+    }
+}
+
+void edge_gru_step(float *h, const float *z, float *y)
+{
+    float gx[EDGE_GRU_MAX_GATES];
+    float gh[EDGE_GRU_MAX_GATES];
+    float buf[2][EDGE_GRU_MAX_DENSE];
+    const float *in = z;
+    float *state = h;
+    int n, side = 0;
+
+    for (n = 0; n < EDGE_GRU_LAYERS; n++) {
+        const edge_gru_layer *layer = &edge_gru_layers[n];
+        if (layer->kind == EDGE_GRU_KIND_GRU) {
+            edge_gru_gru_layer(layer, in, state, gx, gh);
+            in = state; /* the next layer reads this layer's new state */
+            state += layer->units;
+        } else {
+            edge_gru_dense_layer(layer, in, buf[side]);
+            in = buf[side];
+            side ^= 1;
+        }
+    }
+    for (n = 0; n < EDGE_GRU_HORIZON; n++) {
+        y[n] = in[n];
+    }
 }
 
 #if EDGE_GRU_NORM_CAUSAL
@@ -175,7 +234,7 @@ void edge_gru_restart(edge_gru_state *s)
         s->ring[i] = 0.0f;
     }
 #else
-    for (i = 0; i < EDGE_GRU_UNITS; i++) {
+    for (i = 0; i < EDGE_GRU_STATE_SIZE; i++) {
         s->h[i] = 0.0f;
     }
 #endif
@@ -215,12 +274,20 @@ static int edge_gru_finite_sample(const float *x_raw)
     return 1;
 }
 
-/* Normalize, step, and denormalize one accepted sample. */
-static float edge_gru_accept(edge_gru_state *s, const float *x_raw, edge_gru_status *status)
+static void edge_gru_no_forecast(float *out)
+{
+    int k;
+    for (k = 0; k < EDGE_GRU_HORIZON; k++) {
+        out[k] = NAN;
+    }
+}
+
+/* Normalize, step, and denormalize one accepted sample into out[EDGE_GRU_HORIZON]. */
+static edge_gru_status edge_gru_accept(edge_gru_state *s, const float *x_raw, float *out)
 {
     float z[EDGE_GRU_INPUTS];
-    float y = 0.0f;
-    int ready;
+    float y[EDGE_GRU_HORIZON];
+    int ready, k;
 
     edge_gru_normalize(s, x_raw, z);
     if (s->count < UINT32_MAX) {
@@ -230,40 +297,49 @@ static float edge_gru_accept(edge_gru_state *s, const float *x_raw, edge_gru_sta
 #if EDGE_GRU_WINDOW_MODE
     {
         /* Overwrite the oldest slot; each forecast runs the window from a zero state. */
-        float h[EDGE_GRU_UNITS];
-        int i, k;
+        float h[EDGE_GRU_STATE_SIZE];
+        int i;
         for (i = 0; i < EDGE_GRU_INPUTS; i++) {
             s->ring[s->head * EDGE_GRU_INPUTS + (uint32_t)i] = z[i];
         }
         s->head = (s->head + 1u) % (uint32_t)EDGE_GRU_WINDOW;
         if (ready) {
-            for (i = 0; i < EDGE_GRU_UNITS; i++) {
+            for (i = 0; i < EDGE_GRU_STATE_SIZE; i++) {
                 h[i] = 0.0f;
             }
             for (k = 0; k < EDGE_GRU_WINDOW; k++) {
                 const uint32_t slot = (s->head + (uint32_t)k) % (uint32_t)EDGE_GRU_WINDOW;
-                y = edge_gru_step(h, &s->ring[slot * EDGE_GRU_INPUTS]);
+                edge_gru_step(h, &s->ring[slot * EDGE_GRU_INPUTS], y);
             }
         }
     }
 #else
-    y = edge_gru_step(s->h, z);
+    edge_gru_step(s->h, z, y);
 #endif
     if (!ready) {
-        *status = EDGE_GRU_STATUS_WARMUP;
-        return NAN;
+        edge_gru_no_forecast(out);
+        return EDGE_GRU_STATUS_WARMUP;
     }
-    *status = EDGE_GRU_STATUS_FORECAST;
-    return edge_gru_denormalize(s, y);
+    for (k = 0; k < EDGE_GRU_HORIZON; k++) {
+        out[k] = edge_gru_denormalize(s, y[k]);
+    }
+    return EDGE_GRU_STATUS_FORECAST;
+}
+
+edge_gru_status edge_gru_forecast(edge_gru_state *s, const float *x_raw, float *out)
+{
+    if (!edge_gru_finite_sample(x_raw)) {
+        edge_gru_no_forecast(out);
+        return EDGE_GRU_STATUS_NOT_FINITE;
+    }
+    return edge_gru_accept(s, x_raw, out);
 }
 
 float edge_gru_predict(edge_gru_state *s, const float *x_raw)
 {
-    edge_gru_status status;
-    if (!edge_gru_finite_sample(x_raw)) {
-        return NAN;
-    }
-    return edge_gru_accept(s, x_raw, &status);
+    float out[EDGE_GRU_HORIZON];
+    edge_gru_forecast(s, x_raw, out);
+    return out[0];
 }
 
 /* Record one interval while the period is unknown; the median of the first few becomes it. */
@@ -292,24 +368,20 @@ static void edge_gru_learn_period(edge_gru_state *s, double dt)
 #endif
 }
 
-float edge_gru_predict_ts(edge_gru_state *s, const float *x_raw, double ts, edge_gru_status *status)
+edge_gru_status edge_gru_forecast_ts(edge_gru_state *s, const float *x_raw, double ts, float *out)
 {
-    edge_gru_status ignored;
     double dt;
-    if (status == NULL) {
-        status = &ignored;
-    }
     if (!edge_gru_finite_sample(x_raw) || !isfinite(ts)) {
-        *status = EDGE_GRU_STATUS_NOT_FINITE;
-        return NAN;
+        edge_gru_no_forecast(out);
+        return EDGE_GRU_STATUS_NOT_FINITE;
     }
     if (ts == s->last_ts) {
-        *status = EDGE_GRU_STATUS_DUPLICATE;
-        return NAN;
+        edge_gru_no_forecast(out);
+        return EDGE_GRU_STATUS_DUPLICATE;
     }
     if (ts < s->last_ts) {
-        *status = EDGE_GRU_STATUS_OUT_OF_ORDER;
-        return NAN;
+        edge_gru_no_forecast(out);
+        return EDGE_GRU_STATUS_OUT_OF_ORDER;
     }
     dt = ts - s->last_ts; /* NAN for the stream's first timestamp */
     if (isfinite(dt) && isfinite(s->period) && dt > EDGE_GRU_GAP_FACTOR * s->period) {
@@ -321,7 +393,17 @@ float edge_gru_predict_ts(edge_gru_state *s, const float *x_raw, double ts, edge
         edge_gru_learn_period(s, dt);
     }
     s->last_ts = ts;
-    return edge_gru_accept(s, x_raw, status);
+    return edge_gru_accept(s, x_raw, out);
+}
+
+float edge_gru_predict_ts(edge_gru_state *s, const float *x_raw, double ts, edge_gru_status *status)
+{
+    float out[EDGE_GRU_HORIZON];
+    const edge_gru_status st = edge_gru_forecast_ts(s, x_raw, ts, out);
+    if (status != NULL) {
+        *status = st;
+    }
+    return out[0];
 }
 
 double edge_gru_period(const edge_gru_state *s)

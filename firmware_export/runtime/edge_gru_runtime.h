@@ -1,5 +1,6 @@
 /*
- * edge_gru_runtime.h - C99 runtime for an edge-gru GRU forecaster (see edge_gru_model.h).
+ * edge_gru_runtime.h - C99 runtime for an edge-gru forecaster (see edge_gru_model.h): any stack of
+ * GRU layers followed by dense layers, whose last dense layer gives EDGE_GRU_HORIZON forecasts.
  *
  * No malloc, no global state: the caller owns one edge_gru_state per sensor stream and
  * passes it to every call, so any number of streams (or models, with different export
@@ -59,7 +60,7 @@ typedef struct {
 #if EDGE_GRU_WINDOW_MODE
     float ring[EDGE_GRU_WINDOW * EDGE_GRU_INPUTS]; /* last WINDOW normalized samples */
 #else
-    float h[EDGE_GRU_UNITS]; /* GRU hidden state */
+    float h[EDGE_GRU_STATE_SIZE]; /* the GRU layers' hidden states, concatenated in layer order */
 #endif
 #if EDGE_GRU_NORM_CAUSAL
     float last; /* newest raw reading of the target: causal forecasts are changes from it */
@@ -78,21 +79,33 @@ void edge_gru_reset(edge_gru_state *s);
  * learned period - what a gap in the timestamps does. */
 void edge_gru_restart(edge_gru_state *s);
 
-/* Feed one raw sample x_raw[EDGE_GRU_INPUTS] (all input features, raw units); returns the
- * forecast of the next sample's target feature in raw units, or NAN while the stream warms
- * up or when the sample holds NaN/inf (then the state is untouched). */
-float edge_gru_predict(edge_gru_state *s, const float *x_raw);
+/* Feed one raw sample x_raw[EDGE_GRU_INPUTS] (all input features, raw units); writes the forecasts
+ * of the target feature for the next EDGE_GRU_HORIZON samples, raw units, to out[EDGE_GRU_HORIZON]
+ * and returns EDGE_GRU_STATUS_FORECAST; while the stream warms up (EDGE_GRU_STATUS_WARMUP) or when
+ * the sample holds NaN/inf (EDGE_GRU_STATUS_NOT_FINITE, the state untouched) out is all NAN. */
+edge_gru_status edge_gru_forecast(edge_gru_state *s, const float *x_raw, float *out);
 
-/* Like edge_gru_predict for a sample taken at time ts (seconds, e.g. epoch seconds): drops
+/* Like edge_gru_forecast for a sample taken at time ts (seconds, e.g. epoch seconds): drops
  * non-finite, out-of-order and duplicate timestamps, and restarts the warm-up after a gap
  * longer than EDGE_GRU_GAP_FACTOR sample periods (the bundle's period, or the median of the
- * stream's first intervals). status (may be NULL) receives what became of the reading. */
+ * stream's first intervals). Returns what became of the reading. */
+edge_gru_status edge_gru_forecast_ts(edge_gru_state *s, const float *x_raw, double ts, float *out);
+
+/* The first forecast only (the next sample), or NAN: edge_gru_forecast's out[0]. */
+float edge_gru_predict(edge_gru_state *s, const float *x_raw);
+
+/* edge_gru_forecast_ts's out[0]; status (may be NULL) receives what became of the reading. */
 float edge_gru_predict_ts(edge_gru_state *s, const float *x_raw, double ts, edge_gru_status *status);
 
-/* The two halves of edge_gru_predict around the network, for running the step model some other
+/* The network alone, one step: normalized input z[EDGE_GRU_INPUTS], the stream's states
+ * h[EDGE_GRU_STATE_SIZE] updated in place, normalized outputs y[EDGE_GRU_HORIZON]. */
+void edge_gru_step(float *h, const float *z, float *y);
+
+/* The two halves of edge_gru_forecast around the network, for running the step model some other
  * way (e.g. edge_gru_model_int8_tflite.c under TensorFlow Lite Micro, with inputs x_t = z and
  * h_prev). edge_gru_normalize observes x_raw (it updates the causal statistics) and writes the
- * network input z[EDGE_GRU_INPUTS]; edge_gru_denormalize turns a network output into raw units. */
+ * network input z[EDGE_GRU_INPUTS]; edge_gru_denormalize turns one network output (any of the
+ * EDGE_GRU_HORIZON) into raw units. */
 void edge_gru_normalize(edge_gru_state *s, const float *x_raw, float *z);
 float edge_gru_denormalize(const edge_gru_state *s, float y);
 

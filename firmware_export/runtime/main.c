@@ -9,7 +9,8 @@
  * tabs (an empty field between commas is a missing value). For every line it prints the
  * forecast of the next sample's target in raw units, or "nan" while the stream warms up or
  * when the line is not usable (a warning then goes to stderr). Blank lines and lines that
- * start with '#' are skipped.
+ * start with '#' are skipped. A model with EDGE_GRU_HORIZON > 1 prints that many forecasts per
+ * line (the next samples, in order), separated by spaces.
  */
 #include <math.h>
 #include <stdio.h>
@@ -72,13 +73,20 @@ static int parse_fields(const char *p, double *out, int max)
     }
 }
 
-static void print_forecast(float f)
+static void print_forecast(const float *out)
 {
-    if (isnan(f)) {
-        fputs("nan\n", stdout);
-    } else {
-        printf("%.9g\n", (double)f);
+    int k;
+    for (k = 0; k < EDGE_GRU_HORIZON; k++) {
+        if (k > 0) {
+            putchar(' ');
+        }
+        if (isnan(out[k])) {
+            fputs("nan", stdout);
+        } else {
+            printf("%.9g", (double)out[k]);
+        }
     }
+    putchar('\n');
 }
 
 int main(int argc, char **argv)
@@ -87,6 +95,7 @@ int main(int argc, char **argv)
     edge_gru_state state;
     double fields[MAX_FIELDS];
     float x[EDGE_GRU_INPUTS];
+    float out[EDGE_GRU_HORIZON];
     int with_ts = 0;
     int expected;
     unsigned long lineno = 0;
@@ -97,10 +106,11 @@ int main(int argc, char **argv)
         if (strcmp(argv[i], "--ts") == 0) {
             with_ts = 1;
         } else if (strcmp(argv[i], "--info") == 0) {
-            printf("bundle %s\ninputs %d\nunits %d\nwindow %d\nwindow_mode %d\nint8 %d\nwarmup %d\n"
-                   "state_bytes %lu\n",
-                   EDGE_GRU_BUNDLE_ID, EDGE_GRU_INPUTS, EDGE_GRU_UNITS, EDGE_GRU_WINDOW, EDGE_GRU_WINDOW_MODE,
-                   EDGE_GRU_INT8, EDGE_GRU_WARMUP, (unsigned long)sizeof(edge_gru_state));
+            printf("bundle %s\ninputs %d\nlayers %d\nstate_size %d\nhorizon %d\nwindow %d\nwindow_mode %d\n"
+                   "int8 %d\nwarmup %d\nstate_bytes %lu\n",
+                   EDGE_GRU_BUNDLE_ID, EDGE_GRU_INPUTS, EDGE_GRU_LAYERS, EDGE_GRU_STATE_SIZE, EDGE_GRU_HORIZON,
+                   EDGE_GRU_WINDOW, EDGE_GRU_WINDOW_MODE, EDGE_GRU_INT8, EDGE_GRU_WARMUP,
+                   (unsigned long)sizeof(edge_gru_state));
             return 0;
         } else {
             fprintf(stderr, "usage: %s [--ts] [--info] < samples\n", argv[0]);
@@ -135,13 +145,21 @@ int main(int argc, char **argv)
                 fprintf(stderr, "line %lu: expected %d number(s)%s, got %s\n", lineno, expected,
                         with_ts ? " (timestamp first)" : "", n < 0 ? "text that is not a number" : "another count");
             }
-            print_forecast(NAN);
+            for (i = 0; i < EDGE_GRU_HORIZON; i++) {
+                out[i] = NAN;
+            }
+            print_forecast(out);
             continue;
         }
         for (i = 0; i < EDGE_GRU_INPUTS; i++) {
             x[i] = (float)fields[i + with_ts];
         }
-        print_forecast(with_ts ? edge_gru_predict_ts(&state, x, fields[0], NULL) : edge_gru_predict(&state, x));
+        if (with_ts) {
+            edge_gru_forecast_ts(&state, x, fields[0], out);
+        } else {
+            edge_gru_forecast(&state, x, out);
+        }
+        print_forecast(out);
     }
     if (bad > 10) {
         fprintf(stderr, "%lu unusable line(s) in all\n", bad);

@@ -60,7 +60,7 @@ def _time_pool(model: edge_gru.Model, spec: AdaptationSpec, s: int, calls: int) 
 
 
 def _time_step(model: edge_gru.Model, s: int, calls: int) -> float:
-    units = model.manifest.units
+    units = model.manifest.state_size
     h = np.zeros((s, units), dtype=np.float32)
     rows = np.arange(s)
     z = np.random.default_rng(0).normal(size=(s, 1)).astype(np.float32)

@@ -17,11 +17,11 @@ import pytest
 
 import firmware_export
 from edge_gru.layers import DenseLayer, GRULayer, Network
+from tests.bundles import make_bundle
 from tests.test_firmware_export import (
     BEIJING,
     CAUSAL,
     assert_matches,
-    make_bundle,
     pool_forecasts,
     read_series,
     run_c,

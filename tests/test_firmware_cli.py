@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from edge_gru.cli import main
-from tests.test_firmware_export import make_bundle
+from tests.bundles import make_bundle
 
 
 def run(*args: str) -> tuple[int, str]:

@@ -15,7 +15,8 @@ import pytest
 
 import firmware_export
 from edge_gru.layers import DenseLayer, GRULayer, Network
-from tests.test_firmware_export import CAUSAL, make_bundle
+from tests.bundles import make_bundle
+from tests.test_firmware_export import CAUSAL
 
 GCC = shutil.which("arm-none-eabi-gcc") or ""
 SIZE = shutil.which("arm-none-eabi-size") or ""

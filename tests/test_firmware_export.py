@@ -24,10 +24,11 @@ import pytest
 import edge_gru
 import firmware_export
 from edge_gru.adaptation import OFF
-from edge_gru.bundle import Bundle, Manifest, Normalization, load_bundle, write_bundle
+from edge_gru.bundle import Bundle, Normalization, load_bundle, write_bundle
 from edge_gru.layers import DenseLayer, GRULayer, Network, NetworkWeights
 from edge_gru.reference import gru_step
 from firmware_export import dequantized_weights
+from tests.bundles import make_bundle
 
 DATA = Path(__file__).resolve().parent / "data"
 STRICT = "-std=c99 -Wall -Wextra -Werror -pedantic -O2"
@@ -37,55 +38,7 @@ CAUSAL = Normalization(kind="causal", halflife=48.0, clip=8.0)
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("make") is None, reason="needs gcc, make")
 
 
-# -- helpers shared by the firmware tests -----------------------------------------------------
-
-
-def random_weights(network: Network, seed: int) -> NetworkWeights:
-    """Random float32 weights of a moderate size, so the GRUs neither saturate nor die out."""
-    rng = np.random.default_rng(seed)
-    layers = []
-    for n, shapes in enumerate(network.shapes()):
-        layer = network.layers[n]
-        spread = {"kernel": 0.5, "bias": 0.2 if isinstance(layer, GRULayer) else 0.1}
-        spread["recurrent_kernel"] = 0.5 / np.sqrt(layer.units)
-        layers.append({k: rng.normal(0, spread[k], shape).astype(np.float32) for k, shape in shapes.items()})
-    return NetworkWeights(network, tuple(layers))
-
-
-def make_bundle(
-    out: Path,
-    *,
-    units: int = 8,
-    features: int = 1,
-    window: int = 5,
-    mode: str = "stateful",
-    reset_after: bool = True,
-    network: Network | None = None,
-    normalization: Normalization | None = None,
-    sample_period_s: float | None = None,
-    warmup: int = 3,
-    seed: int = 0,
-    name: str = "test",
-) -> Bundle:
-    """A random bundle: ``network``, or GRU(units) > Dense(1) when it is None."""
-    net = network or Network(features, (GRULayer(units, reset_after), DenseLayer(1)))
-    features = net.input_features
-    feature_names = tuple(f"f{i}" for i in range(features)) if features > 1 else ("value",)
-    manifest = Manifest(
-        network=net,
-        window=window,
-        mode=mode,
-        features=feature_names,
-        target=feature_names[0],
-        normalization=normalization
-        or Normalization(
-            kind="fixed", input_mean=(10.0,) * features, input_std=(2.0,) * features, target_mean=10.0, target_std=2.0
-        ),
-        sample_period_s=sample_period_s,
-        warmup=warmup,
-        name=name,
-    )
-    return write_bundle(out, manifest, random_weights(net, seed))
+# -- helpers shared by the firmware tests (random bundles: tests/bundles.py) ---------------------
 
 
 def read_series(name: str, columns: list[str], n: int, *, start: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -67,25 +67,19 @@ def meta(ref: dict[str, np.ndarray]) -> dict[str, Any]:
 
 
 def _weights(ref: dict[str, np.ndarray], case: str) -> Any:
-    from edge_gru.bundle import GRUWeights
+    from edge_gru.layers import V1_KEYS, from_v1_arrays
 
-    return GRUWeights(
-        kernel=ref[f"{case}.kernel"],
-        recurrent_kernel=ref[f"{case}.recurrent_kernel"],
-        bias=ref[f"{case}.bias"],
-        dense_kernel=ref[f"{case}.dense_kernel"],
-        dense_bias=ref[f"{case}.dense_bias"],
-    )
+    return from_v1_arrays({key: ref[f"{case}.{key}"] for key in V1_KEYS}, where=f"reference case {case}")
 
 
 def _numpy_sequence(weights: Any, x: np.ndarray) -> np.ndarray:
     from edge_gru import reference
 
     s, t, _ = x.shape
-    h = np.zeros((s, weights.units), np.float32)
+    h = np.zeros((s, weights.network.state_size), np.float32)
     y = np.empty((s, t), np.float32)
     for k in range(t):
-        y[:, k] = reference.gru_step(weights, np.ascontiguousarray(x[:, k, :]), h)
+        y[:, k] = reference.gru_step(weights, np.ascontiguousarray(x[:, k, :]), h)[:, 0]
     return y
 
 
@@ -93,13 +87,11 @@ def _bundle(weights: Any, directory: str) -> Any:
     """A bundle around ``weights``, so the kernels run through the numba backend as the product runs them."""
     from edge_gru.bundle import Manifest, Normalization, write_bundle
 
-    i = weights.input_features
+    i = weights.network.input_features
     names = tuple(f"f{k}" for k in range(i))
     manifest = Manifest(
-        units=weights.units,
-        input_features=i,
+        network=weights.network,
         window=1,
-        reset_after=weights.reset_after,
         mode="stateful",
         features=names,
         target=names[0],
@@ -116,12 +108,12 @@ def _numba_batch_sequence(backend: Any, x: np.ndarray, streams: int) -> np.ndarr
     x = x[:streams]
     s, t, _ = x.shape
     rng = np.random.default_rng(streams)
-    h = np.zeros((s + 7, backend.units), np.float32)
+    h = np.zeros((s + 7, backend.state_size), np.float32)
     rows = rng.permutation(s + 7)[:s].astype(np.int64)  # streams live in shuffled rows; 7 rows untouched
     untouched = np.setdiff1d(np.arange(s + 7), rows)
     y = np.empty((s, t), np.float32)
     for k in range(t):
-        y[:, k] = backend.step(np.ascontiguousarray(x[:, k, :]), h, rows)
+        y[:, k] = backend.step(np.ascontiguousarray(x[:, k, :]), h, rows)[:, 0]
     if np.any(h[untouched] != 0):
         raise AssertionError("the batched step wrote to state rows it was not given")
     return y
@@ -157,7 +149,7 @@ def cmd_kernels(args: argparse.Namespace) -> int:
         weights = _weights(ref, name)
         keras_y, x86_y = ref[f"{name}.keras_y"], ref[f"{name}.numpy_y"]
         n = x.shape[0]
-        print(f"{name} (I={weights.input_features}, U={weights.units}, reset_after={weights.reset_after})", flush=True)
+        print(f"{name} ({weights.network.input_features} inputs, {weights.network.describe()})", flush=True)
         y_np = _numpy_sequence(weights, x)
         _close(report, f"numpy reference, {n} streams vs Keras", y_np, keras_y)
         _close(report, f"numpy reference, {n} streams vs x86-64 numpy", y_np, x86_y)
@@ -282,7 +274,7 @@ def cmd_timing(args: argparse.Namespace) -> int:
     import edge_gru
 
     model = edge_gru.load(args.bundle, backend=args.backend)
-    u, i = model.manifest.units, model.manifest.input_features
+    u, i = model.manifest.state_size, model.manifest.input_features
     rng = np.random.default_rng(0)
     result: dict[str, Any] = {"backend": args.backend, "machine": platform.machine(), "units": u}
     backend = model.backend

@@ -279,7 +279,8 @@ for path in sys.argv[1:]:
         )
         out.append("ok")
     except EdgeGruError as exc:
-        out.append("refused:" + type(exc).__name__)
+        named = path.rstrip("/") + "/step_f32.tflite" in str(exc)
+        out.append("refused:" + type(exc).__name__ + ("" if named else ":unnamed:" + str(exc)[:120]))
     except Exception as exc:
         out.append("other:" + type(exc).__name__ + ":" + str(exc)[:120])
     print(json.dumps(out[-1]), flush=True)
@@ -288,14 +289,16 @@ for path in sys.argv[1:]:
 
 @pytest.fixture(scope="module")
 def tflite_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from edge_gru.bundle import STEP_F32, write_bundle
+    """A two-layer stack with a Dense(3) head: the most tensors and ops to damage."""
+    from edge_gru.bundle import STEP_F32
+    from edge_gru.layers import DenseLayer, GRULayer, Network
     from edge_gru.train.tflite_export import convert_float
-    from tests.bundles import random_weights
+    from tests.bundles import random_network_weights
 
     root = tmp_path_factory.mktemp("tflite")
-    base = make_bundle(root / "plain", units=6, seed=1, name="t")
-    weights = random_weights(6, 1, seed=1)
-    write_bundle(root / "t", base.manifest, weights, extra_files={STEP_F32: convert_float(weights)})
+    net = Network(2, (GRULayer(5), GRULayer(4, reset_after=False), DenseLayer(6, "relu"), DenseLayer(3)))
+    weights = random_network_weights(net, seed=1)
+    make_bundle(root / "t", weights=weights, name="t", extra_files={STEP_F32: convert_float(weights)})
     return root / "t"
 
 
@@ -305,7 +308,7 @@ def test_damaged_tflite_step_models_are_refused_without_crashing(tflite_bundle: 
     original = (tflite_bundle / STEP_F32).read_bytes()
     rng = np.random.default_rng(5)
     paths = []
-    for i in range(40):
+    for i in range(60):
         data = bytearray(original)
         if i % 3 == 0:
             for at in rng.choice(len(data), size=int(rng.integers(1, 9)), replace=False):
@@ -338,4 +341,6 @@ def test_damaged_tflite_step_models_are_refused_without_crashing(tflite_bundle: 
     assert outcomes[1].startswith("refused:")
     others = [o for o in outcomes if not (o == "ok" or o.startswith("refused:"))]
     assert not others, others
+    unnamed = [o for o in outcomes if ":unnamed:" in o]
+    assert not unnamed, unnamed  # every refusal names the damaged file
     assert sum(o.startswith("refused:") for o in outcomes) >= 10

@@ -141,7 +141,7 @@ def _numpy_timings(bundle: Bundle, result: BackendResult) -> None:
     _pool_timings(bundle.path, NumpyBackend(bundle), result)
 
 
-def _litert_interpreter(path: Path, batch: int, features: int, units: int) -> tuple[Any, Callable[[], object]]:
+def _litert_interpreter(path: Path, batch: int, features: int, state_size: int) -> tuple[Any, Callable[[], object]]:
     """An interpreter for ``batch`` rows and a closure doing set + set + invoke + get + get."""
     from ai_edge_litert.interpreter import Interpreter
 
@@ -154,10 +154,10 @@ def _litert_interpreter(path: Path, batch: int, features: int, units: int) -> tu
     del runner, probe
     it = Interpreter(model_path=str(path), num_threads=1)
     it.resize_tensor_input(ix, [batch, features], strict=False)
-    it.resize_tensor_input(ih, [batch, units], strict=False)
+    it.resize_tensor_input(ih, [batch, state_size], strict=False)
     it.allocate_tensors()
     x = np.zeros((batch, features), dx)
-    h = np.zeros((batch, units), dh)
+    h = np.zeros((batch, state_size), dh)
 
     def step() -> object:
         it.set_tensor(ix, x)
@@ -182,10 +182,10 @@ def _litert_timings(bundle: Bundle, name: str, result: BackendResult) -> None:
         result.note = f"{BACKENDS[name].runtime} is not installed"
         return
     m = bundle.manifest
-    _, step = _litert_interpreter(path, 1, m.input_features, m.units)
+    _, step = _litert_interpreter(path, 1, m.input_features, m.state_size)
     result.single_ns = best_ns(step)
     for s in BATCH_SIZES:
-        _, step = _litert_interpreter(path, s, m.input_features, m.units)
+        _, step = _litert_interpreter(path, s, m.input_features, m.state_size)
         result.batched[s] = s / best_ns(step, repeats=15) * 1e9
     backend = create_backend(name, bundle)
     result.note = f"{filename}, {getattr(backend, 'runtime', '')}"

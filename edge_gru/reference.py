@@ -30,7 +30,8 @@ _ACT = {
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    return np.asarray(1.0 / (1.0 + np.exp(-x)), dtype=x.dtype)
+    with np.errstate(over="ignore"):  # exp(-x) = inf for x << 0 gives the exact limit 0
+        return np.asarray(1.0 / (1.0 + np.exp(-x)), dtype=x.dtype)
 
 
 def activation(name: str, v: np.ndarray) -> np.ndarray:

@@ -34,7 +34,7 @@ def test_bench_json_reports_every_backend_and_the_machine(
     report = json.loads(result.output)
     machine = report["machine"]
     assert machine["cores"] >= 1 and machine["python"] and machine["versions"]["numpy"]
-    assert report["bundle"]["units"] == 8
+    assert report["bundle"]["network"] == "GRU(8) > Dense(1)" and report["bundle"]["state_size"] == 8
     rows = {r["backend"]: r for r in report["results"]}
     assert list(rows) == ["numpy", "numba-aot", "tflite"]
 
@@ -89,3 +89,27 @@ def test_best_ns_measures_the_call() -> None:
     cpu = benchmarking.best_ns(lambda: time.sleep(0.001), burst_s=0.003, repeats=3)
     assert 0.9e6 < wall < 20e6
     assert cpu < 0.5e6
+
+
+def test_bench_runs_a_stack_beside_the_default_bundle_in_one_run(tmp_path: Path) -> None:
+    """Two bundles, numba and LiteRT on each: one report per bundle, every figure measured."""
+    from edge_gru.harness import DEFAULT_MODEL
+
+    from edge_gru.bundle import STEP_F32
+    from edge_gru.layers import DenseLayer, GRULayer, Network, random_weights
+    from edge_gru.train.tflite_export import convert_float
+
+    weights = random_weights(Network(1, (GRULayer(12), GRULayer(6), DenseLayer(1))), seed=2)
+    make_bundle(tmp_path / "stack", weights=weights, warmup=2, extra_files={STEP_F32: convert_float(weights)})
+    args = ["bench", "--json", "--no-processes", "--model", str(DEFAULT_MODEL), "--model", str(tmp_path / "stack")]
+    result = CliRunner().invoke(main, [*args, "--backend", "numba-jit", "--backend", "tflite"])
+    assert result.exit_code == 0, result.output
+    reports = json.loads(result.output)
+    assert [r["bundle"]["network"] for r in reports] == ["GRU(50) > Dense(1)", "GRU(12) > GRU(6) > Dense(1)"]
+    for report in reports:
+        rows = {r["backend"]: r for r in report["results"]}
+        assert set(rows) == {"numba-jit", "tflite"}
+        for row in rows.values():
+            assert row["available"] and row["single_ns"] > 0 and all(v > 0 for v in row["batched"].values())
+    table = CliRunner().invoke(main, ["bench", *args[2:], "--backend", "numba-jit", "--no-legend"])
+    assert table.exit_code == 0 and table.output.count("bundle: ") == 2 and "GRU(12) > GRU(6)" in table.output

@@ -8,6 +8,8 @@ The kernels come from an ahead-of-time compiled module when one matches this mac
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -95,26 +97,32 @@ class NumbaBackend(Backend):
     def single_stream(self) -> tuple[Any, np.ndarray, np.ndarray, bool]:
         """The raw single-step kernel of a one-GRU + Dense(1) bundle, its packed weights, a fresh 7U state, the flag.
 
-        For benchmarks and tight loops: ``kernel(packed, x, state, reset_after) -> y``.
+        For tight loops: ``kernel(packed, x, state, reset_after) -> y``.
         """
         if not self.classic:
-            raise ValueError("single_stream() is the one-GRU + Dense(1) kernel; use stack_stream() for this network")
+            raise ValueError("single_stream() is the one-GRU + Dense(1) kernel; use single_call() for any network")
         state = np.zeros(STATE_PER_UNIT * self.state_size, dtype=np.float32)
         return self._kernels.gru_step, self.packed, state, self.reset_after
 
-    def stack_stream(self) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The raw single-stream stack kernel, packed weights, layer table, a fresh state vector and an output.
+    def single_call(self, x: np.ndarray) -> Callable[[], Any]:
+        """One stream's raw kernel step on input ``x`` (I,), bound to a fresh state: for benchmarks.
 
-        ``kernel(packed, meta, x, state, y)`` writes the horizon's outputs into ``y``.
+        Whichever kernel this network is served with (single-layer or stack).
         """
+        xs = np.ascontiguousarray(x, dtype=np.float32)
+        if self.classic:
+            kernel, packed, state, reset_after = self.single_stream()
+            return partial(kernel, packed, xs, state, reset_after)
         state = np.zeros(stack_state_size(self.network), dtype=np.float32)
-        return self._kernels.stack_step, self.packed, self.meta, state, np.zeros(self.horizon, np.float32)
+        y = np.zeros(self.horizon, np.float32)
+        return partial(self._kernels.stack_step, self.packed, self.meta, xs, state, y)
 
-    def batch_kernel(self) -> tuple[Any, np.ndarray, np.ndarray, bool]:
-        """The raw batched step of a one-GRU + Dense(1) bundle, its packed weights, its tile scratch and the flag.
-
-        ``kernel(packed, x, h, rows, scratch, y, reset_after)`` advances ``h[rows]`` in place into ``y``.
-        """
-        if not self.classic:
-            raise ValueError("batch_kernel() is the one-GRU + Dense(1) kernel")
-        return self._kernels.gru_step_batch, self.packed, self._scratch, self.reset_after
+    def batch_call(self, x: np.ndarray, h: np.ndarray, rows: np.ndarray) -> Callable[[], Any]:
+        """The raw batched kernel advancing ``h[rows]`` on ``x`` in place, with no Python around it: for benchmarks."""
+        s = x.shape[0]
+        args = (np.ascontiguousarray(x, dtype=np.float32), h, np.ascontiguousarray(rows, dtype=np.int64), self._scratch)
+        if self.classic:
+            return partial(self._kernels.gru_step_batch, self.packed, *args, np.zeros(s, np.float32), self.reset_after)
+        return partial(
+            self._kernels.stack_step_batch, self.packed, self.meta, *args, np.zeros((s, self.horizon), np.float32)
+        )

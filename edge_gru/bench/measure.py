@@ -83,7 +83,7 @@ def _inputs(bundle: Bundle, s: int, seed: int = 0) -> tuple[np.ndarray, np.ndarr
     rng = np.random.default_rng(seed)
     m = bundle.manifest
     x = rng.normal(0, 1, (s, m.input_features)).astype(np.float32)
-    h = rng.normal(0, 0.3, (s, m.units)).astype(np.float32)
+    h = rng.normal(0, 0.3, (s, m.state_size)).astype(np.float32)
     return x, h
 
 
@@ -115,15 +115,10 @@ def _numba_timings(bundle: Bundle, kind: str, result: BackendResult) -> None:
 
     backend = NumbaBackend(bundle, kernels=kind)
     result.note = f"kernels: {backend.kernel_kind}"
-    kernel, packed, state, reset_after = backend.single_stream()
-    x1 = np.ones(bundle.manifest.input_features, np.float32)
-    result.single_ns = best_ns(lambda: kernel(packed, x1, state, reset_after))
-    batch, packed, scratch, reset_after = backend.batch_kernel()
+    result.single_ns = best_ns(backend.single_call(np.ones(bundle.manifest.input_features, np.float32)))
     for s in BATCH_SIZES:
         x, h = _inputs(bundle, s)
-        rows = np.arange(s, dtype=np.int64)
-        y = np.zeros(s, np.float32)
-        ns = best_ns(partial(batch, packed, x, h, rows, scratch, y, reset_after), repeats=15)
+        ns = best_ns(backend.batch_call(x, h, np.arange(s, dtype=np.int64)), repeats=15)
         result.batched[s] = s / ns * 1e9
     _pool_timings(bundle.path, backend, result)
 
@@ -351,9 +346,11 @@ def run(
         "bundle": {
             "path": str(bundle.path),
             "id": bundle.id,
-            "units": m.units,
+            "network": m.network.describe(),
+            "layers": m.network.to_json(),
+            "state_size": m.state_size,
+            "horizon": m.horizon,
             "input_features": m.input_features,
-            "reset_after": m.reset_after,
             "files": sorted(m.files),
         },
         "clock": clock,

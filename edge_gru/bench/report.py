@@ -80,7 +80,7 @@ def format_table(report: dict[str, Any], *, legend: bool = True) -> str:
         f"numpy {v['numpy']}, numba {v['numba']}, ai-edge-litert {v['ai-edge-litert']}"
     )
     b = report["bundle"]
-    out.append(f"bundle: {b['path']} ({b['id']}), GRU({b['units']}) on {b['input_features']} input(s)")
+    out.append(f"bundle: {b['path']} ({b['id']}), {b['network']} on {b['input_features']} input(s)")
     out.append(f"clock: {report['clock']} (best of several bursts); M/s = million stream-steps per second")
     notes = [f"  {r['backend']}: {r['note']}" for r in report["results"] if r["available"] and r["note"]]
     if notes:

@@ -16,11 +16,10 @@ DEFAULT_MODEL = "models/default"
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (for tools).")
 @click.option(
     "--model",
-    "model_dir",
+    "model_dirs",
     type=click.Path(file_okay=False, exists=True),
-    default=DEFAULT_MODEL,
-    show_default=True,
-    help="Bundle to benchmark.",
+    multiple=True,
+    help=f"Bundle to benchmark (repeatable: several bundles in one run, one table each; default {DEFAULT_MODEL}).",
 )
 @click.option(
     "--backend",
@@ -41,7 +40,7 @@ DEFAULT_MODEL = "models/default"
 )
 def bench(
     as_json: bool,
-    model_dir: str,
+    model_dirs: tuple[str, ...],
     backends: tuple[str, ...],
     no_processes: bool,
     no_legend: bool,
@@ -60,18 +59,25 @@ def bench(
         if not as_json:
             click.echo(f"measuring {name} ...", err=True)
 
-    try:
-        report = benchmarking.run(
-            Path(model_dir),
-            list(backends) or None,
-            processes=not no_processes,
-            cold=not no_cold,
-            clock=clock,
-            progress=progress,
-        )
-    except EdgeGruError as exc:
-        raise click.ClickException(str(exc)) from exc
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
+    reports = []
+    for model_dir in model_dirs or (DEFAULT_MODEL,):
+        try:
+            reports.append(
+                benchmarking.run(
+                    Path(model_dir),
+                    list(backends) or None,
+                    processes=not no_processes,
+                    cold=not no_cold,
+                    clock=clock,
+                    progress=progress,
+                )
+            )
+        except EdgeGruError as exc:
+            raise click.ClickException(str(exc)) from exc
+    if as_json:  # one bundle: its report; several: a list of them
+        click.echo(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
     else:
-        click.echo(benchmarking.format_table(report, legend=not no_legend))
+        tables = [benchmarking.format_table(r, legend=False) for r in reports]
+        if not no_legend:
+            tables[-1] = benchmarking.format_table(reports[-1], legend=True)
+        click.echo("\n\n".join(tables))

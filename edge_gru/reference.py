@@ -18,11 +18,13 @@ Batched over streams as rows; the per-stream state is the GRU layers' states sid
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from edge_gru.layers import GRULayer, NetworkWeights
 
-_ACT = {
+_ACT: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "linear": lambda v: v,
     "relu": lambda v: np.maximum(v, np.float32(0.0)),
     "tanh": np.tanh,

@@ -254,7 +254,6 @@ class Adapter:
         self._fc_params = np.array(
             [spec.holt_phi, 1.0 / self.a, MIN_SCORED, spec.sharpness, self.sw_interval, float(self.seasonal)]
         )
-        self._buf = np.zeros(self.k)  # the compiled combination's per-candidate scratch
         self._kernels = adaptation_kernels
 
     def warm_up(self) -> None:
@@ -371,7 +370,7 @@ class Adapter:
                      self.radius, self.scale, self.sw, self.mult)  # fmt: skip
             self._kernels.forecast(
                 rows, np.ascontiguousarray(x, dtype=np.float64), np.ascontiguousarray(gru, dtype=np.float64), state,
-                self.holt_alpha, self.holt_beta, self._fc_params, out_fc, out_radius, self._buf,
+                self.holt_alpha, self.holt_beta, self._fc_params, out_fc, out_radius,
             )  # fmt: skip
             return out_fc, out_fc - out_radius, out_fc + out_radius
         spec = self.spec

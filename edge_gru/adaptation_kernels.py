@@ -113,7 +113,6 @@ def forecast(
     p: np.ndarray,
     out_fc: np.ndarray,
     out_radius: np.ndarray,
-    buf: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
     pred, loss, lw, last, level_, trend_, ring, n_, fc_, radius_, scale_, sw_, mult_ = st
     phi, inv_a, min_scored, sharp, sw_interval, seasonal = p[0], p[1], p[2], p[3], p[4], int(p[5])
@@ -148,25 +147,21 @@ def forecast(
             ni = int(n)
             ring[r, (ni - 1) % season] = xi
             pred[r, seasonal] = ring[r, ni % season] if n >= season else np.nan
-        # each candidate's inverse recent MAE once (one division each): the weights are
-        # (best MAE / MAE_j) ** sharpness = (inv_j / max inv) ** sharpness
-        top = 0.0
+        best = np.inf
         for j in range(k):
-            inv = 0.0
             if math.isfinite(pred[r, j]) and lw[r, j] * inv_a >= min_scored:
-                inv = min(max(lw[r, j], 1e-300) / loss[r, j], 1e300) if loss[r, j] > 0 else 1e300
-                top = max(top, inv)
-            buf[j] = inv
+                best = min(best, loss[r, j] / max(lw[r, j], 1e-300))
+        best = max(best, 1e-300) if math.isfinite(best) else 1.0
         total = 0.0
         acc = 0.0
-        if top > 0:
-            inv_top = 1.0 / top
-            for j in range(k):
-                if buf[j] > 0:
-                    w = _power(buf[j] * inv_top, sharp, int_sharp)
-                    total += w
-                    if w > 0:
-                        acc += w * pred[r, j]
+        for j in range(k):
+            pj = pred[r, j]
+            if math.isfinite(pj) and lw[r, j] * inv_a >= min_scored:
+                mae = loss[r, j] / max(lw[r, j], 1e-300)
+                w = _power(best / max(mae, 1e-300), sharp, int_sharp)
+                total += w
+                if w > 0:
+                    acc += w * pj
         fallback = gru[i] if math.isfinite(gru[i]) else xi  # no track record yet: the GRU, else persistence
         fc = acc / total if total > 0 else fallback
         sw = sw_[r]

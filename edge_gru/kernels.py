@@ -427,6 +427,30 @@ def _has_duplicates(rows, start, n):  # type: ignore[no-untyped-def]
     return dup
 
 
+@numba.njit(inline="always", **_JIT)
+def _gather_tile(x, h, rows, start, n, t, xt, ht):  # type: ignore[no-untyped-def]
+    """Streams ``rows[start:start+n]`` into tile columns: inputs ``x`` (S, I) -> ``xt`` (I, t), states -> ``ht``."""
+    n_in = x.shape[1]
+    width = h.shape[1]
+    for c in range(n):
+        xs = x[start + c]
+        for i in range(n_in):
+            xt[i * t + c] = xs[i]
+        hs = h[rows[start + c]]
+        for k in range(width):
+            ht[k * t + c] = hs[k]
+
+
+@numba.njit(inline="always", **_JIT)
+def _scatter_tile(src, rows, start, n, t, h):  # type: ignore[no-untyped-def]
+    """Tile columns of states ``src`` (width, t) back into rows ``rows[start:start+n]`` of ``h``."""
+    width = h.shape[1]
+    for c in range(n):
+        hs = h[rows[start + c]]
+        for k in range(width):
+            hs[k] = src[k * t + c]
+
+
 @numba.njit(**_JIT)
 def gru_step_batch(p, x, h, rows, scratch, y, reset_after):  # type: ignore[no-untyped-def]
     """S streams, one step each: ``x`` (S, I); ``h`` (N, U) rows ``rows[s]`` updated in place.
@@ -459,18 +483,9 @@ def gru_step_batch(p, x, h, rows, scratch, y, reset_after):  # type: ignore[no-u
                 y[s] = _cell(p, x[s], h[rows[s]], gx, gh, reset_after)
             start = stop
             continue
-        for c in range(n):
-            xs = x[start + c]
-            for i in range(n_in):
-                xt[i * t + c] = xs[i]
-            hs = h[rows[start + c]]
-            for k in range(u):
-                ht[k * t + c] = hs[k]
+        _gather_tile(x, h, rows, start, n, t, xt, ht)
         _tile_step(p, xt, ht, hn, rh, acc, t, n, reset_after)
-        for c in range(n):
-            hs = h[rows[start + c]]
-            for k in range(u):
-                hs[k] = hn[k * t + c]
+        _scatter_tile(hn, rows, start, n, t, h)
         _tile_dense(p, hn, t, n, u, dense, y[start : start + n])
         start += n
 
@@ -686,19 +701,11 @@ def stack_step_batch(p, meta, x, h, rows, scratch, y):  # type: ignore[no-untype
                 _stack_one(p, meta, x[s], h[rows[s]], gx, gh, d0, d1, y[s])
             start = stop
             continue
-        for c in range(n):
-            xs = x[start + c]
-            for i in range(n_in):
-                a[i * t + c] = xs[i]
-            row = h[rows[start + c]]
-            for k in range(hs):
-                hs_t[k * t + c] = row[k]
+        _gather_tile(x, h, rows, start, n, t, a, hs_t)
         where = _stack_tile_in(p, meta, hs_t, a, b, rh, acc, t, n, n_in)
         out = a if where == 0 else b
+        _scatter_tile(hs_t, rows, start, n, t, h)
         for c in range(n):
-            row = h[rows[start + c]]
-            for k in range(hs):
-                row[k] = hs_t[k * t + c]
             ys = y[start + c]
             for k in range(horizon):
                 ys[k] = out[k * t + c]

@@ -22,26 +22,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edge_gru import aot, reference
 from edge_gru.bench import timing
-from edge_gru.bundle import GRUWeights
 from edge_gru.kernel_layout import STATE_PER_UNIT, TILE, tile_scratch_size
+from edge_gru.layers import DenseLayer, GRULayer, Network, NetworkWeights
 
 SIZES = (1, 64, 1024)
 
 
-def weights(units: int, features: int, seed: int = 0) -> GRUWeights:
+def weights(units: int, features: int, seed: int = 0) -> NetworkWeights:
+    """A random GRU(units) + Dense(1): the single-layer kernels' network."""
     rng = np.random.default_rng(seed)
     g = 3 * units
-    return GRUWeights(
-        rng.normal(0, 0.5, (features, g)).astype(np.float32),
-        rng.normal(0, 0.5 / np.sqrt(units), (units, g)).astype(np.float32),
-        rng.normal(0, 0.1, (2, g)).astype(np.float32),
-        rng.normal(0, 0.3, (units, 1)).astype(np.float32),
-        np.zeros(1, np.float32),
-    )
+    network = Network(features, (GRULayer(units), DenseLayer(1)))
+    gru = {
+        "kernel": rng.normal(0, 0.5, (features, g)).astype(np.float32),
+        "recurrent_kernel": rng.normal(0, 0.5 / np.sqrt(units), (units, g)).astype(np.float32),
+        "bias": rng.normal(0, 0.1, (2, g)).astype(np.float32),
+    }
+    dense = {"kernel": rng.normal(0, 0.3, (units, 1)).astype(np.float32), "bias": np.zeros(1, np.float32)}
+    return NetworkWeights(network, (gru, dense))
 
 
-def numba_rows(name: str, k: object, w: GRUWeights, tile: int) -> dict[str, object]:
-    p, u, i = w.packed(), w.units, w.input_features
+def numba_rows(name: str, k: object, w: NetworkWeights, tile: int) -> dict[str, object]:
+    p, u, i = w.packed(), w.network.state_size, w.network.input_features
     state = np.zeros(STATE_PER_UNIT * u, np.float32)
     x1 = np.ones(i, np.float32)
     row: dict[str, object] = {"name": name, "single_ns": timing.best_ns(partial(k.gru_step, p, x1, state, True))}  # type: ignore[attr-defined]
@@ -56,37 +58,28 @@ def numba_rows(name: str, k: object, w: GRUWeights, tile: int) -> dict[str, obje
     return row
 
 
-def numpy_row(w: GRUWeights) -> dict[str, object]:
-    x1, h1 = np.ones((1, w.input_features), np.float32), np.zeros((1, w.units), np.float32)
+def numpy_row(w: NetworkWeights) -> dict[str, object]:
+    i, u = w.network.input_features, w.network.state_size
+    x1, h1 = np.ones((1, i), np.float32), np.zeros((1, u), np.float32)
     row: dict[str, object] = {
         "name": "numpy reference",
         "single_ns": timing.best_ns(partial(reference.gru_step, w, x1, h1)),
     }
     for s in SIZES:
-        x, h = np.ones((s, w.input_features), np.float32), np.zeros((s, w.units), np.float32)
+        x, h = np.ones((s, i), np.float32), np.zeros((s, u), np.float32)
         row[f"S={s}"] = s / timing.best_ns(partial(reference.gru_step, w, x, h), repeats=15) * 1e9
     return row
 
 
-def keras_row(w: GRUWeights) -> dict[str, object]:
+def keras_row(w: NetworkWeights) -> dict[str, object]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
 
-    def model(batch: int) -> keras.Model:
-        m = keras.Sequential(
-            [
-                keras.Input(batch_shape=(batch, 1, w.input_features)),
-                keras.layers.GRU(w.units, stateful=True),
-                keras.layers.Dense(1),
-            ]
-        )
-        m.layers[0].set_weights([w.kernel, w.recurrent_kernel, w.bias])
-        m.layers[1].set_weights([w.dense_kernel, w.dense_bias])
-        return m
+    from edge_gru.train.networks import stateful_model_of
 
     def timed(batch: int) -> float:
-        m = model(batch)
-        x = np.ones((batch, 1, w.input_features), np.float32)
+        m = stateful_model_of(w, batch=batch, steps=1)
+        x = np.ones((batch, 1, w.network.input_features), np.float32)
         return timing.best_ns(partial(m, x, training=False), burst_s=0.02, repeats=5)
 
     row: dict[str, object] = {"name": f"keras {keras.__version__} (eager call)", "single_ns": timed(1)}

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import edge_gru
@@ -93,21 +94,27 @@ def _train(args: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 def test_train_keeps_tensorflow_logs_off_stderr(tmp_path: Path) -> None:
-    """A real, small training run (int8 conversion included) over an old bundle with --force."""
+    """A real, small training run of a stacked network with a 3-step head (int8 conversion included), with --force."""
     pytest.importorskip("tensorflow")
+    from edge_gru.layers import DenseLayer, GRULayer, Network
+    from tests.trained_models import tflite_ready
+
     out = tmp_path / "model"
     old = make_bundle(out)
-    res = _train(train_args(short_csv(tmp_path, 400), out, "--force", "--units", "4", "--epochs", "2", "--seed", "1"))
+    net = ["--layers", "8,4", "--dense", "4", "--horizon", "3", *([] if tflite_ready() else ["--no-tflite"])]
+    res = _train(train_args(short_csv(tmp_path, 400), out, "--force", *net, "--epochs", "2", "--seed", "1"))
     assert res.returncode == 0, res.stderr[-4000:]
     assert not TF_NOISE.search(res.stderr), res.stderr[-4000:]
     assert "epoch    1/2" in res.stdout and "wrote" in res.stdout
+    assert "GRU(8) > GRU(4) > Dense(4, relu) > Dense(3)" in res.stdout
     bundle = load_bundle(out)
-    assert bundle.id != old.id and bundle.manifest.units == 4
+    assert bundle.id != old.id
+    assert bundle.manifest.network == Network(1, (GRULayer(8), GRULayer(4), DenseLayer(4, "relu"), DenseLayer(3)))
     found = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
     assert found == dict.fromkeys([*bundle.manifest.files, "manifest.json"], 0o644)
     # The bundle serves: a sanity check that quieting TensorFlow changed nothing it wrote.
     y = edge_gru.load(out, backend="numpy").predict([[5.0] * 10])
-    assert y.shape == (1,) and abs(float(y[0]) - 5.0) < 5.0
+    assert y.shape == (1, 3) and np.all(np.abs(y - 5.0) < 5.0)
 
 
 def test_train_verbose_and_failures_show_what_tensorflow_said(tmp_path: Path) -> None:

@@ -188,24 +188,14 @@ def _litert_timings(bundle: Bundle, name: str, result: BackendResult) -> None:
 
 
 def keras_model(bundle: Bundle, batch: int) -> Any:
-    """Keras 3 stateful GRU + Dense(1) with the bundle's weights (the probe builds it too)."""
-    import keras
+    """The bundle's network as a Keras 3 ``stateful=True`` model, one step per call (the probe builds it too)."""
+    from edge_gru.train.networks import stateful_model_of
 
-    m, w = bundle.manifest, bundle.weights
-    model = keras.Sequential(
-        [
-            keras.Input(batch_shape=(batch, 1, m.input_features)),
-            keras.layers.GRU(m.units, stateful=True, reset_after=m.reset_after),
-            keras.layers.Dense(1),
-        ]
-    )
-    model.layers[0].set_weights([w.kernel, w.recurrent_kernel, w.bias])
-    model.layers[1].set_weights([w.dense_kernel, w.dense_bias])
-    return model
+    return stateful_model_of(bundle.weights, batch=batch, steps=1)
 
 
 def _keras_timings(bundle: Bundle, result: BackendResult) -> None:
-    """Keras 3 stateful GRU + Dense(1), one call per step (eager ``model(x)``)."""
+    """The network as Keras 3 stateful layers, one call per step (eager ``model(x)``)."""
     m = bundle.manifest
     model = keras_model(bundle, 1)
     x1 = np.zeros((1, 1, m.input_features), np.float32)

@@ -16,7 +16,11 @@ from edge_gru.errors import EdgeGruError
 @click.option("--mode", type=click.Choice(["window", "stateful"]), default=None)
 @click.option("--sample-period", type=float, default=None, help="Seconds between samples (for gap resets).")
 def import_keras(model_path: str, out: str, window: int | None, mode: str | None, sample_period: float | None) -> None:
-    """Turn MODEL_PATH (a .keras Sequential GRU + Dense(1)) into a bundle."""
+    """Turn MODEL_PATH (a .keras GRU forecaster) into a bundle.
+
+    Supported: Sequential or functional chains of GRU layers, optional Dropout, then Dense
+    layers (linear, relu, tanh or sigmoid) ending in Dense(k), k = the forecast horizon.
+    """
     from edge_gru.extras import require_extra
 
     require_extra("train", "importing a Keras model")

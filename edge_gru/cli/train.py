@@ -10,18 +10,37 @@ from edge_gru.errors import EdgeGruError
 
 @click.command()
 @click.argument("data", type=click.Path(dir_okay=False))
-@click.option("--column", required=True, help="Target column to forecast one step ahead.")
+@click.option("--column", required=True, help="Target column to forecast (the next --horizon samples).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Bundle directory to write.")
 @click.option("--time-column", default=None, help="Timestamp column (default: the first column; 'none' for none).")
 @click.option("--features", default="", help="Extra input columns, comma-separated (the target is always an input).")
-@click.option("--units", type=click.IntRange(1, 1024), default=50, show_default=True, help="GRU units.")
+@click.option(
+    "--layers",
+    default=None,
+    help="GRU units per layer, first layer first, comma-separated (e.g. 64,32). [default: 50]",
+)
+@click.option("--units", type=click.IntRange(1, 1024), default=None, help="One GRU layer of this many units.")
+@click.option("--dense", default="", help="Hidden Dense(relu) widths before the head, comma-separated (e.g. 16).")
+@click.option(
+    "--horizon",
+    type=click.IntRange(1, 1024),
+    default=1,
+    show_default=True,
+    help="Forecast the next k samples (a Dense(k) head).",
+)
 @click.option(
     "--window", type=click.IntRange(1, 10_000), default=10, show_default=True, help="Window length (window mode)."
 )
 @click.option("--mode", type=click.Choice(["window", "stateful"]), default="window", show_default=True)
 @click.option("--epochs", type=click.IntRange(1), default=100, show_default=True, help="Maximum epochs.")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
-@click.option("--dropout", type=click.FloatRange(0.0, 0.95), default=0.0, show_default=True, help="Input dropout.")
+@click.option(
+    "--dropout",
+    type=click.FloatRange(0.0, 0.95),
+    default=0.0,
+    show_default=True,
+    help="Dropout between layers while training.",
+)
 @click.option("--patience", type=click.IntRange(0), default=10, show_default=True, help="Early stopping (0: off).")
 @click.option("--learning-rate", type=click.FloatRange(min=0.0, min_open=True), default=1e-3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed and data give the same model.")
@@ -62,6 +81,7 @@ from edge_gru.errors import EdgeGruError
     help="Training loss; huber/mae favour the median, which MAE comparisons reward on spiky data.",
 )
 @click.option("--no-int8", is_flag=True, help="Skip the int8 TFLite model.")
+@click.option("--no-tflite", is_flag=True, help="Skip both TFLite models (a bundle for the numba/numpy backends).")
 @click.option("--name", default=None, help="Bundle name (default: the output folder's name).")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json instead of the table.")
 @strict_option
@@ -73,7 +93,10 @@ def train(
     out: str,
     time_column: str | None,
     features: str,
-    units: int,
+    layers: str | None,
+    units: int | None,
+    dense: str,
+    horizon: int,
     window: int,
     mode: str,
     epochs: int,
@@ -89,6 +112,7 @@ def train(
     bptt: int,
     loss: str,
     no_int8: bool,
+    no_tflite: bool,
     name: str | None,
     as_json: bool,
     strict: bool,
@@ -97,7 +121,8 @@ def train(
 ) -> None:
     """Train on column --column of DATA (CSV) and write a bundle with float32 and int8 TFLite models.
 
-    The split is chronological (70 % train, 15 % validation, 15 % test); missing values and
+    The network is the GRU layers (--layers), optional relu Dense layers (--dense) and a
+    Dense(--horizon) head. The split is chronological (70 % train, 15 % validation, 15 % test); missing values and
     time gaps split the series instead of being interpolated. Prints a progress line per
     epoch and a table of test MAE/RMSE against persistence.
     """
@@ -107,6 +132,10 @@ def train(
     from edge_gru.extras import require_extra
     from edge_gru.series import read_series
 
+    if layers is not None and units is not None:
+        raise click.BadParameter("give --layers or --units, not both", param_hint="--units")
+    gru_units = _widths(layers, "--layers") if layers is not None else ((units,) if units else (50,))
+    dense_units = _widths(dense, "--dense") if dense.strip() else ()
     refuse_existing_output(out, force)
     require_extra("train", "training")
     from edge_gru.train.tfruntime import quiet_tensorflow
@@ -118,7 +147,9 @@ def train(
         series = read_series(data, column=column, time_column=time_column, features=extra, strict=strict)
         report_dropped(series)
         config = TrainConfig(
-            units=units,
+            layers=gru_units,
+            dense=dense_units,
+            horizon=horizon,
             window=window,
             mode=mode,
             epochs=epochs,
@@ -133,6 +164,7 @@ def train(
             halflife=halflife,
             bptt=bptt,
             loss=loss,
+            tflite=not no_tflite,
             int8=not no_int8,
             name=name or Path(out).name or "model",
         )
@@ -147,6 +179,17 @@ def train(
         click.echo(json.dumps(jsonable(result.metrics), indent=2))
     else:
         click.echo(f"wrote {result.bundle.path} ({result.bundle.id})")
+
+
+def _widths(text: str, option: str) -> tuple[int, ...]:
+    """``64,32`` as (64, 32); anything else is a usage error naming the option."""
+    try:
+        widths = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        widths = ()
+    if not widths or not all(1 <= w <= 1024 for w in widths):
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of widths 1..1024", param_hint=option)
+    return widths
 
 
 def refuse_existing_output(out: str, force: bool) -> None:

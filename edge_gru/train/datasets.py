@@ -5,7 +5,9 @@ mean/std of the training rows only; ``causal`` runs :func:`edge_gru.normalizatio
 over each series' valid readings in order (the pool skips missing readings and never resets a
 stream's normalization at a gap), so the network trains on the numbers it will see.
 The target of row ``t`` is ``(x[t+1] - offset[t]) / scale[t]``: whatever the network must
-output at ``t`` for the pool to forecast ``x[t+1]`` exactly.
+output at ``t`` for the pool to forecast ``x[t+1]`` exactly. With a ``Dense(k)`` head the
+targets are the next k samples, each ``(x[t+j] - offset[t]) / scale[t]`` for j = 1..k: the
+pool turns every output column into a forecast with the same offset and scale.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class Prepared:
     z: np.ndarray  # (T, I) float32 network inputs; NaN where the row is missing
     offset: np.ndarray  # (T,) raw forecast = offset + scale * y
     scale: np.ndarray  # (T,)
-    target: np.ndarray  # (T,) float32 network target at row t; NaN where x[t+1] is not the next sample
+    target: np.ndarray  # (T, horizon) float32 targets at row t; NaN where x[t+j] is not j samples ahead
     weight: float  # loss weight of this series
 
     def runs(self, start: int, stop: int, *, min_len: int = 1) -> list[tuple[int, int]]:
@@ -86,8 +88,8 @@ def fit_fixed(prepared_series: Sequence[tuple[Series, Split]], clip: float) -> N
     )
 
 
-def prepare(series: Series, split: Split, normalization: Normalization) -> Prepared:
-    """Network inputs, output offsets/scales and targets for every row, as the pool computes them."""
+def prepare(series: Series, split: Split, normalization: Normalization, horizon: int = 1) -> Prepared:
+    """Network inputs, output offsets/scales and the next ``horizon`` targets of each row, as the pool computes them."""
     n = len(series)
     valid = series.valid
     z = np.full((n, series.values.shape[1]), np.nan, dtype=np.float32)
@@ -105,11 +107,12 @@ def prepare(series: Series, split: Split, normalization: Normalization) -> Prepa
         z[valid] = zz[valid]
         offset[valid] = normalization.target_mean
         scale[valid] = normalization.target_std
-    target = np.full(n, np.nan, dtype=np.float32)
+    target = np.full((n, horizon), np.nan, dtype=np.float32)
     x = series.target_values
     for a, b in series.segments:
-        if b - a >= 2:
-            target[a : b - 1] = (x[a + 1 : b] - offset[a : b - 1]) / scale[a : b - 1]
+        for j in range(1, horizon + 1):  # step j of row t is x[t + j], inside the same segment
+            if b - a > j:
+                target[a : b - j, j - 1] = (x[a + j : b] - offset[a : b - j]) / scale[a : b - j]
     if normalization.kind == "causal" and normalization.clip > 0:
         # While a stream's statistics are young a step can be hundreds of scales: such
         # targets would dominate the loss; the network learns "large move" from +-clip.
@@ -125,7 +128,7 @@ def with_balanced_weights(items: Sequence[Prepared], *, settle: int = 0, absolut
     out = []
     for p in items:
         # skip the first rows, where causal statistics are still settling
-        t = p.target[min(settle, p.split.train // 2) : p.split.train]
+        t = p.target[min(settle, p.split.train // 2) : p.split.train, 0]  # step 1: persistence's loss
         t = t[np.isfinite(t)]
         persistence = (float(np.mean(np.abs(t))) if absolute else float(np.mean(t * t))) if t.size else 1.0
         out.append(Prepared(p.series, p.split, p.z, p.offset, p.scale, p.target, 1.0 / max(persistence, 1e-8)))
@@ -134,18 +137,22 @@ def with_balanced_weights(items: Sequence[Prepared], *, settle: int = 0, absolut
 
 
 def windows(items: Sequence[Prepared], part: str, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All (W, I) windows inside one segment whose next sample lies in ``part`` ('train'/'val'/'test')."""
+    """All (W, I) windows inside one segment whose next sample(s) lie in ``part`` ('train'/'val'/'test').
+
+    Returns inputs (N, W, I), targets (N, horizon) and loss weights (N,).
+    """
     xs, ys, ws = [], [], []
+    horizon = items[0].target.shape[1] if items else 1
     for p in items:
         start, stop = _bounds(p.split, part)
         for a, b in p.runs(0, stop, min_len=window + 1):
-            # window ends at row t (t >= a + W - 1); its target x[t+1] must lie in [start, stop)
+            # window ends at row t (t >= a + W - 1); its targets x[t+1] .. x[t+k] must lie in [start, stop)
             first = max(a + window - 1, start - 1)
-            last = b - 2
+            last = b - 1 - horizon
             if last < first:
                 continue
             ends = np.arange(first, last + 1)
-            ends = ends[np.isfinite(p.target[ends])]
+            ends = ends[np.isfinite(p.target[ends]).all(axis=1)]
             if not ends.size:
                 continue
             idx = ends[:, None] + np.arange(-window + 1, 1)[None, :]
@@ -153,7 +160,7 @@ def windows(items: Sequence[Prepared], part: str, window: int) -> tuple[np.ndarr
             ys.append(p.target[ends])
             ws.append(np.full(ends.size, p.weight, dtype=np.float32))
     if not xs:
-        return np.zeros((0, window, 1), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32)
+        return np.zeros((0, window, 1), np.float32), np.zeros((0, horizon), np.float32), np.zeros(0, np.float32)
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(ws)
 
 
@@ -166,8 +173,8 @@ class Track:
     """One run of consecutive samples for sequence training: inputs, targets, loss weights."""
 
     z: np.ndarray  # (n, I)
-    y: np.ndarray  # (n,)
-    w: np.ndarray  # (n,) 0 where there is no target or the step is not scored
+    y: np.ndarray  # (n, horizon)
+    w: np.ndarray  # (n,) 0 where a target is missing or the step is not scored
 
 
 def tracks(items: Sequence[Prepared], part: str, *, warmup: int, burn_in: int = 0) -> list[Track]:
@@ -175,7 +182,8 @@ def tracks(items: Sequence[Prepared], part: str, *, warmup: int, burn_in: int = 
 
     ``burn_in`` rows before the part (same segment) are prepended unscored so the state is
     warm, as it is when the pool has served the stream all along. The first ``warmup - 1``
-    steps after a segment start are never scored: the pool does not forecast there.
+    steps after a segment start are never scored: the pool does not forecast there. A step
+    is scored when all its targets exist and the last one lies in ``part``.
     """
     out = []
     for p in items:
@@ -188,7 +196,10 @@ def tracks(items: Sequence[Prepared], part: str, *, warmup: int, burn_in: int = 
             y = p.target[first:b].copy()
             w = np.full(b - first, p.weight, dtype=np.float32)
             rows = np.arange(first, b)
-            scored = np.isfinite(y) & (rows + 1 >= start) & (rows + 1 < stop) & (rows - a >= warmup - 1)
+            horizon = y.shape[1]
+            scored = (
+                np.isfinite(y).all(axis=1) & (rows + 1 >= start) & (rows + horizon < stop) & (rows - a >= warmup - 1)
+            )
             w[~scored] = 0.0
             y[~np.isfinite(y)] = 0.0
             if scored.any():

@@ -1,4 +1,10 @@
-"""Turn a Keras ``Sequential`` GRU(+Dense(1)) model into a bundle."""
+"""Turn a Keras GRU forecaster (``Sequential`` or a functional chain) into a bundle.
+
+Supported: one input, then GRU layers (each but the last with ``return_sequences=True``),
+then Dense layers ending in ``Dense(k)`` (k = the forecast horizon), with Dropout anywhere
+in between (an inference no-op, dropped). Anything the kernels cannot reproduce exactly is
+refused before a file is written, naming the layer and saying what is supported.
+"""
 
 from __future__ import annotations
 
@@ -6,70 +12,121 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from edge_gru.bundle import Bundle, GRUWeights, Manifest, Normalization, write_bundle
+from edge_gru.bundle import Bundle, Manifest, Normalization, write_bundle
 from edge_gru.errors import BundleError
-from edge_gru.train import tfruntime
+from edge_gru.layers import ACTIVATIONS, NetworkWeights
+from edge_gru.train import networks, tfruntime
+
+SUPPORTED = (
+    "supported is a chain: GRU layers (activation 'tanh', recurrent_activation 'sigmoid', "
+    "return_sequences=True on all but the last), optional Dropout, then Dense layers "
+    f"(activation {', '.join(ACTIVATIONS)}) ending in Dense(k), k = the horizon"
+)
 
 
-def gru_weights_from_keras(model: Any) -> tuple[GRUWeights, dict[str, Any]]:
-    """Extract GRU + Dense(1) weights from a Keras model; refuse anything else by name.
+def _named(layer: Any) -> str:
+    return f"layer {layer.name!r} ({type(layer).__name__})"
 
-    Returns the weights and the architecture facts read off the model (window, stateful).
-    """
+
+def _chain(model: Any) -> list[Any]:
+    """The model's layers input to output, refusing anything that is not a single unbranched chain."""
     keras = tfruntime.keras()
-
-    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    if not isinstance(model, keras.Sequential):
-        raise BundleError(f"model {model.name!r} is a {type(model).__name__}; only keras.Sequential is supported")
-    kinds = [type(layer).__name__ for layer in layers]
-    if len(layers) != 2 or not isinstance(layers[0], keras.layers.GRU) or not isinstance(layers[1], keras.layers.Dense):
+    if isinstance(model, keras.Sequential):
+        return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if type(model).__name__ != "Functional":
         raise BundleError(
-            f"model {model.name!r} has layers {kinds}; supported is exactly [GRU, Dense(1)]"
-            + (
-                f" (layer {layers[0].name!r} is not a GRU)"
-                if layers and not isinstance(layers[0], keras.layers.GRU)
-                else ""
-            )
+            f"model {model.name!r} is a {type(model).__name__} (a subclassed model); "
+            "supported are keras.Sequential and functional-API models"
         )
-    gru, dense = layers
-    cfg = gru.get_config()
+    inputs, outputs = list(model.inputs or []), list(model.outputs or [])
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise BundleError(
+            f"model {model.name!r} has {len(inputs)} inputs and {len(outputs)} outputs; "
+            f"supported is one of each ({SUPPORTED})"
+        )
+    chain: list[Any] = []
+    tensor = outputs[0]
+    while True:
+        layer = tensor._keras_history[0]
+        if isinstance(layer, keras.layers.InputLayer):
+            break
+        if not isinstance(layer, keras.layers.Layer):
+            raise BundleError(
+                f"model {model.name!r} applies the operation {layer.name!r} ({type(layer).__name__}); {SUPPORTED}"
+            )
+        nodes = layer._inbound_nodes
+        incoming = list(nodes[0].input_tensors) if len(nodes) == 1 else []
+        if len(nodes) != 1 or len(incoming) != 1:
+            raise BundleError(
+                f"{_named(layer)} takes {len(incoming) or len(nodes)} inputs "
+                f"(a branching or shared-layer graph); {SUPPORTED}"
+            )
+        chain.append(layer)
+        tensor = incoming[0]
+    chain.reverse()
+    on_path = {id(layer) for layer in chain}
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.InputLayer) and id(layer) not in on_path:
+            raise BundleError(f"{_named(layer)} is off the input-to-output chain (a branching graph); {SUPPORTED}")
+    return chain
+
+
+def _check_gru(layer: Any, last: bool) -> None:
+    cfg = layer.get_config()
     problems = []
     if cfg.get("activation") != "tanh":
         problems.append(f"activation={cfg.get('activation')!r} (needs 'tanh')")
     if cfg.get("recurrent_activation") != "sigmoid":
         problems.append(f"recurrent_activation={cfg.get('recurrent_activation')!r} (needs 'sigmoid')")
-    if cfg.get("return_sequences"):
-        problems.append("return_sequences=True (needs False)")
+    if last and cfg.get("return_sequences"):
+        problems.append("return_sequences=True on the last GRU (needs False: the dense head reads the last step)")
+    if not last and not cfg.get("return_sequences"):
+        problems.append("return_sequences=False before another GRU (needs True)")
     if cfg.get("go_backwards"):
         problems.append("go_backwards=True")
     if cfg.get("return_state"):
         problems.append("return_state=True")
     if problems:
-        raise BundleError(f"GRU layer {gru.name!r} has unsupported options: {', '.join(problems)}")
-    dcfg = dense.get_config()
-    if dcfg.get("units") != 1 or dcfg.get("activation") not in ("linear", None):
-        raise BundleError(
-            f"Dense layer {dense.name!r} must be Dense(1) with linear activation "
-            f"(has units={dcfg.get('units')}, activation={dcfg.get('activation')!r})"
-        )
-    units = int(cfg["units"])
-    gw = [np.asarray(w, dtype=np.float32) for w in gru.get_weights()]
-    reset_after = bool(cfg.get("reset_after", True))
-    kernel, recurrent = gw[0], gw[1]
-    if cfg.get("use_bias", True):
-        bias = gw[2]
-    else:
-        bias = np.zeros((2, 3 * units) if reset_after else (3 * units,), dtype=np.float32)
-    dw = [np.asarray(w, dtype=np.float32) for w in dense.get_weights()]
-    dense_bias = dw[1] if len(dw) > 1 else np.zeros(1, dtype=np.float32)
-    weights = GRUWeights(
-        kernel, recurrent, bias.reshape((2, 3 * units) if reset_after else (3 * units,)), dw[0], dense_bias
-    )
-    weights.validate(where=f"keras model {model.name!r}")
-    shape = model.inputs[0].shape if getattr(model, "inputs", None) else (None, None, kernel.shape[0])
-    return weights, {"window": shape[1], "stateful": bool(cfg.get("stateful", False))}
+        raise BundleError(f"GRU {_named(layer)} has unsupported options: {', '.join(problems)}; {SUPPORTED}")
+
+
+def weights_from_keras(model: Any) -> tuple[NetworkWeights, dict[str, Any]]:
+    """The network and weights of a Keras model; refuse anything else by layer name.
+
+    Returns the weights and the facts read off the model (window, stateful).
+    """
+    keras = tfruntime.keras()
+    chain = _chain(model)
+    kept: list[Any] = []
+    grus = [layer for layer in chain if isinstance(layer, keras.layers.GRU)]
+    stateful = False
+    for layer in chain:
+        if isinstance(layer, keras.layers.Dropout):
+            continue  # identity at inference
+        if isinstance(layer, keras.layers.GRU):
+            if kept and isinstance(kept[-1], keras.layers.Dense):
+                raise BundleError(f"GRU {_named(layer)} follows a Dense layer; {SUPPORTED}")
+            _check_gru(layer, layer is grus[-1])
+            stateful = stateful or bool(layer.get_config().get("stateful"))
+        elif isinstance(layer, keras.layers.Dense):
+            if not kept:
+                raise BundleError(f"Dense {_named(layer)} comes before any GRU; {SUPPORTED}")
+            activation = layer.get_config().get("activation") or "linear"
+            if activation not in ACTIVATIONS:
+                raise BundleError(f"Dense {_named(layer)} has activation {activation!r}; {SUPPORTED}")
+        else:
+            raise BundleError(f"{_named(layer)} is not supported; {SUPPORTED}")
+        kept.append(layer)
+    if not grus:
+        raise BundleError(f"model {model.name!r} has no GRU layer; {SUPPORTED}")
+    if not isinstance(kept[-1], keras.layers.Dense):
+        raise BundleError(f"model {model.name!r} ends in {_named(kept[-1])}, not a Dense layer; {SUPPORTED}")
+    try:
+        weights = networks.weights_from_layers(kept, where=f"keras model {model.name!r}")
+    except ValueError as exc:
+        raise BundleError(str(exc)) from exc
+    shape = model.inputs[0].shape if getattr(model, "inputs", None) else (None, None)
+    return weights, {"window": shape[1], "stateful": stateful}
 
 
 def import_keras(
@@ -87,7 +144,7 @@ def import_keras(
     extra_files: dict[str, bytes] | None = None,
     warmup: int | None = None,
 ) -> Bundle:
-    """Write a bundle for a Keras GRU(+Dense(1)) model (object or ``.keras`` path)."""
+    """Write a bundle for a Keras GRU forecaster (model object or ``.keras`` path)."""
     if isinstance(model_or_path, str | os.PathLike):
         keras = tfruntime.keras()
 
@@ -102,16 +159,14 @@ def import_keras(
     else:
         model = model_or_path
         default_name = model.name
-    weights, facts = gru_weights_from_keras(model)
-    n_in = weights.input_features
+    weights, facts = weights_from_keras(model)
+    n_in = weights.network.input_features
     window = window or facts["window"] or 10
     mode = mode or ("stateful" if facts["stateful"] else "window")
     features = features or (("value",) if n_in == 1 else tuple(f"x{i}" for i in range(n_in)))
     manifest = Manifest(
-        units=weights.units,
-        input_features=n_in,
+        network=weights.network,
         window=int(window),
-        reset_after=weights.reset_after,
         mode=mode,
         features=features,
         target=target or features[0],

@@ -1,6 +1,7 @@
 """Train a GRU forecaster on series and write a complete bundle.
 
-``window`` mode fits the product card's ``GRU(U) + Dense(1)`` on windows of W samples.
+The network is a layer list (``layers`` GRU widths, ``dense`` hidden relu widths, then
+``Dense(horizon)``: the next ``horizon`` samples). ``window`` mode fits it on windows of W samples.
 ``stateful`` mode trains with truncated back-propagation through time: each batch lane
 carries its hidden state from one chunk of ``bptt`` steps to the next along a run of
 consecutive samples, and starts from a zero state where a segment starts (after a gap),
@@ -25,14 +26,15 @@ from typing import Any
 
 import numpy as np
 
-from edge_gru.bundle import STEP_F32, STEP_INT8, Bundle, GRUWeights, Manifest, Normalization, write_bundle
+from edge_gru.bundle import STEP_F32, STEP_INT8, Bundle, Manifest, Normalization, write_bundle
 from edge_gru.errors import ConfigError, DataError
 from edge_gru.evaluation import StreamRun, run_streams, score
+from edge_gru.layers import DenseLayer, GRULayer, Layer, Network, NetworkWeights
 from edge_gru.model import Model
 from edge_gru.pool import Status
 from edge_gru.scoring import Scores
 from edge_gru.series import Series
-from edge_gru.train import datasets, networks, tflite_export, tfruntime
+from edge_gru.train import datasets, networks, tfruntime
 from edge_gru.train.datasets import Prepared
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,9 @@ Echo = Callable[[str], None]
 class TrainConfig:
     """Everything that shapes a trained model; validated on construction."""
 
-    units: int = 50
+    layers: tuple[int, ...] = (50,)  # GRU units, first layer first
+    dense: tuple[int, ...] = ()  # hidden Dense(relu) widths between the GRUs and the head
+    horizon: int = 1  # Dense(horizon) head: forecasts of the next ``horizon`` samples
     window: int = 10
     mode: str = "window"
     epochs: int = 100
@@ -62,6 +66,7 @@ class TrainConfig:
     bptt: int = 64
     val_fraction: float = 0.15
     test_fraction: float = 0.15
+    tflite: bool = True  # write the TFLite step models (False: a bundle for numba/numpy only)
     int8: bool = True
     name: str = "model"
     sample_period_s: float | None = None
@@ -73,7 +78,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.units >= 1, "units must be >= 1"),
+            (len(self.layers) >= 1 and all(u >= 1 for u in self.layers), "layers must be one or more widths >= 1"),
+            (all(u >= 1 for u in self.dense), "dense widths must be >= 1"),
+            (self.horizon >= 1, "horizon must be >= 1"),
             (self.window >= 1, "window must be >= 1"),
             (self.mode in ("window", "stateful"), f"mode must be 'window' or 'stateful', not {self.mode!r}"),
             (self.epochs >= 1, "epochs must be >= 1"),
@@ -95,6 +102,13 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"training configuration: {message}")
+
+    def network(self, features: int) -> Network:
+        """The layer list this configuration trains on ``features`` inputs."""
+        layers: list[Layer] = [GRULayer(u) for u in self.layers]
+        layers += [DenseLayer(u, "relu") for u in self.dense]
+        layers.append(DenseLayer(self.horizon))
+        return Network(features, tuple(layers))
 
     @property
     def served_warmup(self) -> int:
@@ -138,9 +152,10 @@ def train(
     for s in items[1:]:
         if s.features != features:
             raise DataError(f"{s.source}: features {list(s.features)} differ from {list(features)}")
-    min_run = cfg.window + 1 if cfg.mode == "window" else 2
+    min_run = cfg.window + cfg.horizon if cfg.mode == "window" else 1 + cfg.horizon
+    ahead = "the next sample" if cfg.horizon == 1 else f"the next {cfg.horizon} samples"
     for s in items:
-        s.require(min_run, f"a window of {cfg.window} plus the next sample" if cfg.mode == "window" else "training")
+        s.require(min_run, f"a window of {cfg.window} plus {ahead}" if cfg.mode == "window" else "training")
     min_rows = max(4 * min_run, 20)
     splits = [datasets.chronological_split(s, cfg.val_fraction, cfg.test_fraction, min_rows=min_rows) for s in items]
 
@@ -148,20 +163,22 @@ def train(
         normalization = Normalization(kind="causal", halflife=cfg.halflife, clip=cfg.clip)
     else:
         normalization = datasets.fit_fixed(list(zip(items, splits, strict=True)), cfg.clip)
-    prepared = [datasets.prepare(s, sp, normalization) for s, sp in zip(items, splits, strict=True)]
+    prepared = [datasets.prepare(s, sp, normalization, cfg.horizon) for s, sp in zip(items, splits, strict=True)]
     if cfg.balance and len(prepared) > 1:
         prepared = datasets.with_balanced_weights(prepared, settle=int(2 * cfg.halflife), absolute=cfg.loss != "mse")
 
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
     started = time.monotonic()
+    network_spec = cfg.network(len(features))
     say(
-        f"training GRU({cfg.units}) {cfg.mode} on {len(items)} series, {sum(sp.train for sp in splits):,} training rows"
+        f"training {network_spec.describe()} {cfg.mode} on {len(items)} series, "
+        f"{sum(sp.train for sp in splits):,} training rows"
     )
     if cfg.mode == "window":
-        network, history = _fit_windows(prepared, cfg, "gru", say)
+        network, history = _fit_windows(prepared, cfg, network_spec, "gru", say)
     else:
-        network, history = _fit_stateful(prepared, cfg, "gru", say)
+        network, history = _fit_stateful(prepared, cfg, network_spec, "gru", say)
     weights = networks.weights_of(network)
     seconds = time.monotonic() - started
 
@@ -170,17 +187,15 @@ def train(
         say("training the LSTM baseline")
         keras.utils.set_random_seed(cfg.seed)
         fit = _fit_windows if cfg.mode == "window" else _fit_stateful
-        lstm, _ = fit(prepared, cfg, "lstm", say)
-        lstm_forecasts = [_network_forecasts(lstm, p, cfg, "lstm") for p in prepared]
+        lstm, _ = fit(prepared, cfg, network_spec, "lstm", say)
+        lstm_forecasts = [_network_forecasts(lstm, p, cfg, network_spec, "lstm") for p in prepared]
 
     period = cfg.sample_period_s
     if period is None and len(items) == 1 and cfg.normalization == "fixed":
         period = items[0].period
     manifest = Manifest(
-        units=cfg.units,
-        input_features=len(features),
+        network=network_spec,
         window=cfg.window,
-        reset_after=True,
         mode=cfg.mode,
         features=features,
         target=features[0],
@@ -190,17 +205,24 @@ def train(
         name=cfg.name,
         training={},
     )
-    extra: dict[str, bytes] = {STEP_F32: tflite_export.convert_float(weights)}
+    int8 = cfg.tflite and cfg.int8
+    extra: dict[str, bytes] = {}
     calibration: list[tuple[np.ndarray, np.ndarray]] = []
-    if cfg.int8:
-        calibration = _calibration(weights, prepared, cfg)
-        extra[STEP_INT8] = tflite_export.convert_int8(weights, calibration, int8_io=False)
+    if cfg.tflite:
+        from edge_gru.train import tflite_export  # the converter loads only when a TFLite model is made
+
+        extra[STEP_F32] = tflite_export.convert_float(weights)
+        if int8:
+            calibration = _calibration(weights, prepared, cfg)
+            extra[STEP_INT8] = tflite_export.convert_int8(weights, calibration, int8_io=False)
     bundle = write_bundle(out, manifest, weights, extra)
 
     streams = {name: s for name, s in zip(names, items, strict=True)}
-    runs = {"gru": _runs(bundle, "numba", streams), "tflite": _runs(bundle, "tflite", streams)}
+    runs = {"gru": _runs(bundle, "numba", streams)}
+    if cfg.tflite:
+        runs["tflite"] = _runs(bundle, "tflite", streams)
     int8_report: dict[str, Any] = {}
-    if cfg.int8:
+    if int8:
         runs["tflite-int8"] = _runs(bundle, "tflite-int8", streams)
         float_io_blob = extra[STEP_INT8]
         int8_io_blob = tflite_export.convert_int8(weights, calibration, int8_io=True)
@@ -224,6 +246,8 @@ def train(
         }
 
     metrics = _metrics(streams, runs, prepared, cfg, lstm_forecasts)
+    if cfg.horizon > 1:
+        _add_horizon_metrics(metrics, bundle, prepared, names, cfg)
     metrics["training"] = {
         "seconds": round(seconds, 1),
         "epochs_run": len(history),
@@ -231,8 +255,8 @@ def train(
         "best_val_loss": min((h["val_loss"] for h in history), default=float("nan")),
         "config": asdict(cfg),
     }
-    sizes = {"step_f32_bytes": len(extra[STEP_F32])}
-    if cfg.int8:
+    sizes = {"step_f32_bytes": len(extra[STEP_F32])} if cfg.tflite else {}
+    if int8:
         sizes["step_int8_bytes"] = len(extra[STEP_INT8])
         test = metrics["test"]
         rmse_float = test["tflite"]["rmse"]
@@ -284,16 +308,16 @@ def _progress(say: Echo, epoch: int, epochs: int, loss: float, val: float, best:
     say(f"epoch {epoch:>4}/{epochs} [{bar}] loss {loss:.5f}  val {val:.5f}{mark}  {seconds:.1f}s")
 
 
-def _fit_windows(items: Sequence[Prepared], cfg: TrainConfig, cell: str, say: Echo) -> tuple[Any, list[dict]]:
+def _fit_windows(
+    items: Sequence[Prepared], cfg: TrainConfig, spec: Network, cell: str, say: Echo
+) -> tuple[Any, list[dict]]:
     keras = tfruntime.keras()
 
     x, y, w = datasets.windows(items, "train", cfg.window)
     xv, yv, wv = datasets.windows(items, "val", cfg.window)
     if x.shape[0] == 0 or xv.shape[0] == 0:
         raise DataError("not enough complete windows in the training or validation part; use a shorter window")
-    network = networks.window_network(
-        units=cfg.units, window=cfg.window, features=x.shape[2], dropout=cfg.dropout, cell=cell
-    )
+    network = networks.window_model(spec, cfg.window, dropout=cfg.dropout, cell=cell)
     updates = cfg.epochs * math.ceil(x.shape[0] / cfg.batch_size)
     loss_fn = {"mse": "mse", "mae": "mae", "huber": keras.losses.Huber(delta=1.0)}[cfg.loss]
     network.compile(optimizer=keras.optimizers.Adam(_learning_rate(cfg, updates), clipnorm=1.0), loss=loss_fn)
@@ -306,8 +330,8 @@ def _fit_windows(items: Sequence[Prepared], cfg: TrainConfig, cell: str, say: Ec
         fit = network.fit(
             x[order], y[order], sample_weight=w[order], batch_size=cfg.batch_size, epochs=1, shuffle=False, verbose=0
         )
-        pred = network.predict(xv, batch_size=4096, verbose=0)[:, 0]
-        val = float(np.sum(wv * _pointwise_loss(pred - yv, cfg.loss)) / np.sum(wv))
+        pred = network.predict(xv, batch_size=4096, verbose=0)
+        val = float(np.sum(wv * _pointwise_loss(pred - yv, cfg.loss).mean(axis=1)) / np.sum(wv))
         loss = float(fit.history["loss"][-1])
         improved = val < best[0]
         if improved:
@@ -333,7 +357,9 @@ def _stop(history: list[dict[str, float]], patience: int) -> bool:
     return patience > 0 and len(vals) - 1 - int(np.argmin(vals)) >= patience
 
 
-def _fit_stateful(items: Sequence[Prepared], cfg: TrainConfig, cell: str, say: Echo) -> tuple[Any, list[dict]]:
+def _fit_stateful(
+    items: Sequence[Prepared], cfg: TrainConfig, spec: Network, cell: str, say: Echo
+) -> tuple[Any, list[dict]]:
     keras = tfruntime.keras()
     tf = tfruntime.tensorflow()
 
@@ -344,33 +370,34 @@ def _fit_stateful(items: Sequence[Prepared], cfg: TrainConfig, cell: str, say: E
     if not train_tracks or not val_tracks:
         raise DataError("not enough consecutive samples in the training or validation part")
     features = train_tracks[0].z.shape[1]
-    network = networks.sequence_network(units=cfg.units, features=features, dropout=cfg.dropout, cell=cell)
+    network = networks.sequence_model(spec, dropout=cfg.dropout, cell=cell)
+    state_units = networks.state_units(spec, cell)
     total = sum(t.z.shape[0] for t in train_tracks)
     updates = cfg.epochs * math.ceil(1.2 * total / (cfg.batch_size * cfg.bptt))
     optimizer = keras.optimizers.Adam(_learning_rate(cfg, updates), clipnorm=1.0)
-    n_states = 2 if cell == "lstm" else 1
     variables = network.trainable_variables
-    b, length, units = cfg.batch_size, cfg.bptt, cfg.units
+    b, length, horizon = cfg.batch_size, cfg.bptt, cfg.horizon
 
     @tf.function(
         input_signature=[
             tf.TensorSpec([b, length, features], tf.float32),
             tf.TensorSpec([b, length], tf.bool),
             tf.TensorSpec([b, length], tf.float32),
-            tf.TensorSpec([b, length], tf.float32),
-            [tf.TensorSpec([b, units], tf.float32)] * n_states,
+            tf.TensorSpec([b, length, horizon], tf.float32),
+            [tf.TensorSpec([b, u], tf.float32) for u in state_units],
         ]
     )
     def train_step(x: Any, mask: Any, w: Any, y: Any, states: Any) -> Any:
         with tf.GradientTape() as tape:
             pred, *final = network([x, mask, *states], training=True)
-            err = pred[:, :, 0] - y
+            err = pred - y
             if cfg.loss == "mse":
                 point = err * err
             elif cfg.loss == "mae":
                 point = tf.abs(err)
             else:
                 point = tf.where(tf.abs(err) <= 1.0, 0.5 * err * err, tf.abs(err) - 0.5)
+            point = tf.reduce_mean(point, axis=-1)  # the mean over the horizon's steps
             loss = tf.reduce_sum(w * point) / tf.maximum(tf.reduce_sum(w), 1.0)
         grads = tape.gradient(loss, variables)
         optimizer.apply_gradients(zip(grads, variables, strict=True))
@@ -384,7 +411,7 @@ def _fit_stateful(items: Sequence[Prepared], cfg: TrainConfig, cell: str, say: E
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.monotonic()
         x, m, w, y, resets = _lanes(train_tracks, b, length, rng)
-        states = [np.zeros((b, units), np.float32) for _ in range(n_states)]
+        states = [np.zeros((b, u), np.float32) for u in state_units]
         losses, weights_sum = 0.0, 0.0
         for k in range(resets.shape[1]):
             sl = slice(k * length, (k + 1) * length)
@@ -397,7 +424,7 @@ def _fit_stateful(items: Sequence[Prepared], cfg: TrainConfig, cell: str, say: E
             states = [np.asarray(s) for s in final]
             losses += float(loss) * float(wk.sum())
             weights_sum += float(wk.sum())
-        val = _sequence_loss(forward, val_batch, n_states, units, cfg.loss)
+        val = _sequence_loss(forward, val_batch, state_units, cfg.loss)
         loss_mean = losses / max(weights_sum, 1e-12)
         improved = val < best[0]
         if improved:
@@ -442,7 +469,7 @@ def _lanes(
     x = np.zeros((lanes, steps, features), np.float32)
     m = np.zeros((lanes, steps), bool)
     w = np.zeros((lanes, steps), np.float32)
-    y = np.zeros((lanes, steps), np.float32)
+    y = np.zeros((lanes, steps, tracks[0].y.shape[1]), np.float32)
     resets = np.zeros((lanes, steps // length), bool)
     for lane, items in enumerate(plan):
         pos = 0
@@ -485,7 +512,7 @@ def _pad_tracks(tracks: Sequence[datasets.Track]) -> tuple[np.ndarray, np.ndarra
     x = np.zeros((len(tracks), n, features), np.float32)
     m = np.zeros((len(tracks), n), bool)
     w = np.zeros((len(tracks), n), np.float32)
-    y = np.zeros((len(tracks), n), np.float32)
+    y = np.zeros((len(tracks), n, tracks[0].y.shape[1]), np.float32)
     for i, t in enumerate(tracks):
         k = t.z.shape[0]
         x[i, :k], m[i, :k], w[i, :k], y[i, :k] = t.z, True, t.w, t.y
@@ -504,12 +531,12 @@ def _compiled_forward(network: Any) -> Callable[..., Any]:
 
 
 def _sequence_loss(
-    forward: Callable[..., Any], batch: tuple[np.ndarray, ...], n_states: int, units: int, loss: str
+    forward: Callable[..., Any], batch: tuple[np.ndarray, ...], state_units: Sequence[int], loss: str
 ) -> float:
     x, m, w, y = batch
-    states = [np.zeros((x.shape[0], units), np.float32) for _ in range(n_states)]
-    pred = forward(x, m, states)[:, :, 0]
-    return float(np.sum(w * _pointwise_loss(pred - y, loss)) / max(float(np.sum(w)), 1e-12))
+    states = [np.zeros((x.shape[0], u), np.float32) for u in state_units]
+    pred = forward(x, m, states)
+    return float(np.sum(w * _pointwise_loss(pred - y, loss).mean(axis=-1)) / max(float(np.sum(w)), 1e-12))
 
 
 def _pointwise_loss(err: np.ndarray, loss: str) -> np.ndarray:
@@ -521,8 +548,8 @@ def _pointwise_loss(err: np.ndarray, loss: str) -> np.ndarray:
     return np.where(a <= 1.0, 0.5 * err * err, a - 0.5)
 
 
-def _network_forecasts(network: Any, p: Prepared, cfg: TrainConfig, cell: str) -> np.ndarray:
-    """Raw forecasts of a Keras network (the LSTM baseline) for every row, NaN where it has none."""
+def _network_forecasts(network: Any, p: Prepared, cfg: TrainConfig, spec: Network, cell: str) -> np.ndarray:
+    """Raw next-sample forecasts of a Keras network (the LSTM baseline) for every row, NaN where it has none."""
     n = len(p.series)
     y = np.full(n, np.nan)
     if cfg.mode == "window":
@@ -538,7 +565,7 @@ def _network_forecasts(network: Any, p: Prepared, cfg: TrainConfig, cell: str) -
             m = np.zeros((len(runs), longest), bool)
             for i, (a, b) in enumerate(runs):
                 x[i, : b - a], m[i, : b - a] = p.z[a:b], True
-            states = [np.zeros((len(runs), cfg.units), np.float32) for _ in range(2 if cell == "lstm" else 1)]
+            states = [np.zeros((len(runs), u), np.float32) for u in networks.state_units(spec, cell)]
             pred = _compiled_forward(network)(x, m, states)[:, :, 0]
             for i, (a, b) in enumerate(runs):
                 y[a + cfg.served_warmup - 1 : b] = pred[i, cfg.served_warmup - 1 : b - a]
@@ -549,7 +576,7 @@ def _network_forecasts(network: Any, p: Prepared, cfg: TrainConfig, cell: str) -
 
 
 def _calibration(
-    weights: GRUWeights, items: Sequence[Prepared], cfg: TrainConfig
+    weights: NetworkWeights, items: Sequence[Prepared], cfg: TrainConfig
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Closed-loop (x_t, h_prev) pairs over training segments (window mode: window-long runs from zero)."""
     rng = np.random.default_rng(cfg.seed)
@@ -565,20 +592,89 @@ def _calibration(
             sequences.append(p.z[a : min(b, a + 2000)])
         if sum(s.shape[0] for s in sequences) >= budget:
             break
+    from edge_gru.train import tflite_export
+
     return tflite_export.calibration_states(weights, sequences, samples=cfg.calibration_samples, seed=cfg.seed)
 
 
-def _runs(bundle: Bundle, backend: str, streams: dict[str, Series]) -> dict[str, StreamRun]:
+def _model(bundle: Bundle, backend: str) -> Model:
     from edge_gru.backends import create_backend
     from edge_gru.errors import BackendUnavailableError
 
     try:
-        model = Model(bundle, create_backend(backend, bundle))
+        return Model(bundle, create_backend(backend, bundle))
     except BackendUnavailableError:
         if backend != "numba":
             raise
-        model = Model(bundle, create_backend("numpy", bundle))
-    return run_streams(model, streams)
+        return Model(bundle, create_backend("numpy", bundle))
+
+
+def _runs(bundle: Bundle, backend: str, streams: dict[str, Series]) -> dict[str, StreamRun]:
+    return run_streams(_model(bundle, backend), streams)
+
+
+def _horizon_outputs(bundle: Bundle, p: Prepared, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``t`` that forecast and their raw forecasts (N, horizon) of rows t+1 .. t+k, as the pool makes them.
+
+    Window mode: the window ending at ``t`` inside one segment; stateful mode: every segment
+    from a zero state, all segments stepped side by side, the first ``warmup - 1`` rows silent.
+    """
+    backend = _model(bundle, "numba").backend
+    runs = p.runs(0, len(p.series), min_len=1)
+    if cfg.mode == "window":
+        ends_list, outs = [], []
+        for a, b in runs:
+            if b - a >= cfg.window:
+                ends = np.arange(a + cfg.window - 1, b)
+                idx = ends[:, None] + np.arange(-cfg.window + 1, 1)[None, :]
+                ends_list.append(ends)
+                outs.append(backend.run_windows(np.ascontiguousarray(p.z[idx], dtype=np.float32)))
+        if not outs:
+            return np.zeros(0, np.int64), np.zeros((0, cfg.horizon))
+        rows, y = np.concatenate(ends_list), np.concatenate(outs)
+    else:
+        starts = np.array([a for a, _ in runs], np.int64)
+        lengths = np.array([b - a for a, b in runs], np.int64)
+        h = np.zeros((len(runs), backend.state_size), np.float32)
+        y_all = np.full((len(p.series), cfg.horizon), np.nan, np.float32)
+        for t in range(int(lengths.max(initial=0))):
+            live = np.flatnonzero(lengths > t)
+            at = starts[live] + t
+            y_all[at] = backend.step(np.ascontiguousarray(p.z[at], dtype=np.float32), h, live)
+        keep = np.concatenate([np.arange(a + cfg.served_warmup - 1, b) for a, b in runs] or [np.zeros(0, np.int64)])
+        rows, y = keep.astype(np.int64), y_all[keep]
+    return rows, p.offset[rows, None] + p.scale[rows, None] * y.astype(np.float64)
+
+
+def _add_horizon_metrics(
+    metrics: dict[str, Any], bundle: Bundle, items: Sequence[Prepared], names: Sequence[str], cfg: TrainConfig
+) -> None:
+    """Test MAE of every horizon step (the float model and persistence, raw units) into ``metrics``.
+
+    Step j of the forecast made at row t is scored against row t + j when that row lies in
+    the same segment and in the test split; persistence forecasts it with row t.
+    """
+    ratios = []
+    for name, p in zip(names, items, strict=True):
+        rows, raw = _horizon_outputs(bundle, p, cfg)
+        x = p.series.target_values
+        seg_end = np.zeros(len(p.series), np.int64)
+        for a, b in p.series.segments:
+            seg_end[a:b] = b
+        mae, persistence, counts = [], [], []
+        for j in range(cfg.horizon):
+            actual = rows + j + 1
+            ok = (actual < seg_end[rows]) & (actual >= p.split.val) & (actual < p.split.total)
+            ok &= np.isfinite(raw[:, j])
+            err = raw[ok, j] - x[actual[ok]]
+            base = x[rows[ok]] - x[actual[ok]]
+            counts.append(int(ok.sum()))
+            mae.append(float(np.mean(np.abs(err))) if err.size else float("nan"))
+            persistence.append(float(np.mean(np.abs(base))) if base.size else float("nan"))
+        metrics["per_series"][name]["horizon"] = {"mae": mae, "persistence_mae": persistence, "n": counts}
+        ratios.append([m / q if q > 0 else float("nan") for m, q in zip(mae, persistence, strict=True)])
+    if len(items) > 1:
+        metrics["test"]["horizon"] = {"mae_relative_to_persistence": np.mean(ratios, axis=0).tolist()}
 
 
 def _test_scores(

@@ -46,7 +46,7 @@ def keras_cases(out: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     import keras
 
-    from edge_gru.bundle import GRUWeights
+    from edge_gru.layers import from_v1_arrays
     from edge_gru.reference import gru_step
 
     rng = np.random.default_rng(20261126)
@@ -71,9 +71,17 @@ def keras_cases(out: dict[str, np.ndarray]) -> list[dict[str, Any]]:
         model.layers[1].set_weights([dense_kernel, dense_bias])
         keras_y = np.asarray(model.predict(x, verbose=0))[:, :, 0].astype(np.float32)
 
-        weights = GRUWeights(kernel, recurrent, bias, dense_kernel, dense_bias)
+        weights = from_v1_arrays(
+            {
+                "kernel": kernel,
+                "recurrent_kernel": recurrent,
+                "bias": bias,
+                "dense_kernel": dense_kernel,
+                "dense_bias": dense_bias,
+            }
+        )
         h = np.zeros((STREAMS, u), np.float32)
-        numpy_y = np.stack([gru_step(weights, x[:, t, :], h) for t in range(STEPS)], axis=1)
+        numpy_y = np.stack([gru_step(weights, x[:, t, :], h)[:, 0] for t in range(STEPS)], axis=1)
         err = float(np.max(np.abs(numpy_y - keras_y)))
         if err > 1e-5:
             raise SystemExit(f"{name}: the numpy reference differs from Keras by {err:.2e} on x86-64 itself")

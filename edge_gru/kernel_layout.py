@@ -17,7 +17,10 @@ MIN_TILE_STREAMS = 4  # tiles with fewer streams run stream by stream: loops ove
 
 
 def packed_size(units: int, features: int) -> int:
-    """Length of ``GRUWeights.packed()``: kernel | recurrent | b_in | b_rec | dense | dense_bias."""
+    """Length of ``NetworkWeights.packed()`` of one GRU + Dense(1).
+
+    kernel | recurrent | b_in | b_rec | dense | dense_bias.
+    """
     g = 3 * units
     return features * g + units * g + 2 * g + units + 1
 

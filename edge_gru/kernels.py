@@ -2,7 +2,7 @@
 
 Design choices that make a single step cost well under a microsecond:
 
-* all weights live in one contiguous float32 block (``GRUWeights.packed()``), and a
+* all weights live in one contiguous float32 block (``NetworkWeights.packed()`` of one GRU + Dense(1)), and a
   single-stream step takes one state vector that holds the hidden state followed by its
   scratch space, so a call passes four arguments;
 * the recurrent product runs over four rows of the recurrent kernel at a time with a

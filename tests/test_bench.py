@@ -93,9 +93,8 @@ def test_best_ns_measures_the_call() -> None:
 
 def test_bench_runs_a_stack_beside_the_default_bundle_in_one_run(tmp_path: Path) -> None:
     """Two bundles, numba and LiteRT on each: one report per bundle, every figure measured."""
-    from edge_gru.harness import DEFAULT_MODEL
-
     from edge_gru.bundle import STEP_F32
+    from edge_gru.harness import DEFAULT_MODEL
     from edge_gru.layers import DenseLayer, GRULayer, Network, random_weights
     from edge_gru.train.tflite_export import convert_float
 

@@ -15,7 +15,7 @@ from edge_gru.bundle import STEP_F32, STEP_INT8, load_bundle
 from edge_gru.cli import main
 from edge_gru.evaluation import evaluate_series
 from edge_gru.series import Series
-from tests.trained_models import learnable_series, tflite_ready, trained, write_csv
+from tests.trained_models import learnable_series, trained, write_csv
 
 pytest.importorskip("tensorflow")
 
@@ -27,17 +27,14 @@ def test_trained_gru_beats_persistence_and_bundle_is_complete(mode: str) -> None
     m = bundle.manifest
     assert m.mode == mode
     assert {"metrics.json", "weights.npz"} <= set(m.files)
-    assert ({STEP_F32, STEP_INT8} <= set(m.files)) == tflite_ready()
+    assert {STEP_F32, STEP_INT8} <= set(m.files)
     metrics = json.loads((path / "metrics.json").read_text())
     test = metrics["test"]
     assert test["gru"]["mae"] < 0.8 * test["persistence"]["mae"]
     assert test["seasonal_naive"]["season"] == 24
     assert m.training["test_mae"] == test["gru"]["mae"]
-    if tflite_ready():
-        assert metrics["tflite"]["step_f32_bytes"] == (path / STEP_F32).stat().st_size
-        assert metrics["tflite"]["step_int8_bytes"] == (path / STEP_INT8).stat().st_size
-    else:
-        assert metrics["tflite"] == {} and "tflite" not in test
+    assert metrics["tflite"]["step_f32_bytes"] == (path / STEP_F32).stat().st_size
+    assert metrics["tflite"]["step_int8_bytes"] == (path / STEP_INT8).stat().st_size
     # The metrics are what the pool produces on the test split: recompute them independently.
     s = learnable_series()
     split = metrics["per_series"]["learnable"]["split"]["test"][0]
@@ -90,7 +87,7 @@ def test_same_seed_same_model_different_seed_different_model(tmp_path: Path) -> 
     from edge_gru.train.trainer import TrainConfig, train
 
     s = learnable_series(n=400)
-    cfg = TrainConfig(layers=(4, 3), window=4, epochs=2, batch_size=32, int8=False, tflite=tflite_ready(), seed=7)
+    cfg = TrainConfig(layers=(4, 3), window=4, epochs=2, batch_size=32, int8=False, seed=7)
     a = train(s, tmp_path / "a", cfg).bundle.weights
     b = train(s, tmp_path / "b", cfg).bundle.weights
     c = train(s, tmp_path / "c", replace(cfg, seed=8))
@@ -173,7 +170,7 @@ def test_cli_trains_a_stacked_network_with_a_horizon(tmp_path: Path) -> None:
             "--dropout",
             "0.1",
         ]
-        result = runner.invoke(main, [*args, "--json", *([] if tflite_ready() else ["--no-tflite"])])
+        result = runner.invoke(main, [*args, "--json"])
         assert result.exit_code == 0, result.output
         metrics = json.loads(result.stdout)
         model = edge_gru.load(out, backend="numba")
@@ -218,13 +215,12 @@ def test_cli_train_with_lstm_and_season(tmp_path: Path) -> None:
             "24",
             "--no-int8",
             "--json",
-            *([] if tflite_ready() else ["--no-tflite"]),
         ],
     )
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
     test = metrics["test"]
-    for key in ("gru", "persistence", "seasonal_naive", "lstm", *(["tflite"] if tflite_ready() else [])):
+    for key in ("gru", "persistence", "seasonal_naive", "lstm", "tflite"):
         assert test[key]["mae"] > 0, key
     bundle = load_bundle(out)
     assert bundle.manifest.features == ("load",) and STEP_INT8 not in bundle.manifest.files
@@ -257,7 +253,7 @@ def test_trainer_guard_records_a_model_that_wins() -> None:
     metrics = json.loads((trained("window") / "metrics.json").read_text())
     guard = metrics["guard"]
     assert guard["float_beats_persistence"] is True
-    assert guard["int8_beats_persistence"] is (True if tflite_ready() else None)
+    assert guard["int8_beats_persistence"] is True
     assert guard["warnings"] == [] and guard["int8_loses_while_float_wins"] is False
     test = metrics["test"]
     assert guard["mae_ratio"]["learnable"]["gru"] == pytest.approx(test["gru"]["mae"] / test["persistence"]["mae"])
@@ -272,13 +268,13 @@ def test_trainer_guard_warns_when_persistence_wins(tmp_path: Path) -> None:
     csv = write_csv(tmp_path / "walk.csv", walk, column="level")
     out = tmp_path / "bundle"
     args = ["train", str(csv), "--column", "level", "--out", str(out), "--units", "4", "--window", "6"]
-    result = CliRunner().invoke(main, [*args, "--epochs", "2", "--json", *([] if tflite_ready() else ["--no-tflite"])])
+    result = CliRunner().invoke(main, [*args, "--epochs", "2", "--json"])
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
     guard = metrics["guard"]
     # the recorded ratios are the served model's, recomputed here independently on the test split
     start = metrics["per_series"]["walk"]["split"]["test"][0]
-    for backend, key in (("numpy", "gru"), ("tflite-int8", "tflite-int8"))[: 2 if tflite_ready() else 1]:
+    for backend, key in (("numpy", "gru"), ("tflite-int8", "tflite-int8")):
         scores = evaluate_series(edge_gru.load(out, backend=backend), walk, start=start)
         assert guard["mae_ratio"]["walk"][key] == pytest.approx(scores.ratio, rel=1e-3)
     assert guard["mae_ratio"]["walk"]["gru"] >= 1.0

@@ -32,28 +32,6 @@ def write_csv(path: Path, series: Series, column: str = "value") -> Path:
 
 
 @functools.cache
-def tflite_pending() -> str | None:
-    """Why this checkout cannot convert TFLite step models, or None when it can.
-
-    One reason only: ``edge_gru/train/tflite_export.py`` still imports the removed
-    ``GRUWeights`` (it moves to the layer list on its own branch). Any other import failure
-    is raised, so once the converter is on the layer list the TFLite parts of the training
-    tests run, and fail loudly if it is broken.
-    """
-    try:
-        import edge_gru.train.tflite_export  # noqa: F401
-    except ImportError as exc:
-        if "GRUWeights" in str(exc):
-            return f"tflite_export.py predates the layer list ({exc})"
-        raise
-    return None
-
-
-def tflite_ready() -> bool:
-    return tflite_pending() is None
-
-
-@functools.cache
 def _root() -> Path:
     return Path(tempfile.mkdtemp(prefix="edge-gru-test-models-"))
 
@@ -63,11 +41,9 @@ def trained(mode: str) -> Path:
     """Path of a bundle trained on :func:`learnable_series` in ``mode`` ('window' or 'stateful')."""
     from edge_gru.train.trainer import TrainConfig, train
 
-    tflite = tflite_ready()
     config = {
         "window": TrainConfig(
             layers=(12,),
-            tflite=tflite,
             window=8,
             mode="window",
             epochs=25,
@@ -79,7 +55,6 @@ def trained(mode: str) -> Path:
         ),
         "stateful": TrainConfig(
             layers=(12,),
-            tflite=tflite,
             mode="stateful",
             epochs=20,
             batch_size=16,
@@ -91,7 +66,6 @@ def trained(mode: str) -> Path:
         ),
         "causal": TrainConfig(
             layers=(12,),
-            tflite=tflite,
             mode="stateful",
             normalization="causal",
             halflife=48,

@@ -97,11 +97,10 @@ def test_train_keeps_tensorflow_logs_off_stderr(tmp_path: Path) -> None:
     """A real, small training run of a stacked network with a 3-step head (int8 conversion included), with --force."""
     pytest.importorskip("tensorflow")
     from edge_gru.layers import DenseLayer, GRULayer, Network
-    from tests.trained_models import tflite_ready
 
     out = tmp_path / "model"
     old = make_bundle(out)
-    net = ["--layers", "8,4", "--dense", "4", "--horizon", "3", *([] if tflite_ready() else ["--no-tflite"])]
+    net = ["--layers", "8,4", "--dense", "4", "--horizon", "3"]
     res = _train(train_args(short_csv(tmp_path, 400), out, "--force", *net, "--epochs", "2", "--seed", "1"))
     assert res.returncode == 0, res.stderr[-4000:]
     assert not TF_NOISE.search(res.stderr), res.stderr[-4000:]

@@ -44,10 +44,10 @@ def keras_cases(out: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     import os
 
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    import keras
 
     from edge_gru.layers import from_v1_arrays
     from edge_gru.reference import gru_step
+    from edge_gru.train.networks import stateful_model_of
 
     rng = np.random.default_rng(20261126)
     cases = []
@@ -60,17 +60,6 @@ def keras_cases(out: dict[str, np.ndarray]) -> list[dict[str, Any]]:
         dense_bias = (rng.standard_normal(1) * 0.1).astype(np.float32)
         x = (rng.standard_normal((STREAMS, STEPS, i)) * 1.5).astype(np.float32)
 
-        model = keras.Sequential(
-            [
-                keras.Input((STEPS, i)),
-                keras.layers.GRU(u, return_sequences=True, reset_after=reset_after),
-                keras.layers.Dense(1),
-            ]
-        )
-        model.layers[0].set_weights([kernel, recurrent, bias])
-        model.layers[1].set_weights([dense_kernel, dense_bias])
-        keras_y = np.asarray(model.predict(x, verbose=0))[:, :, 0].astype(np.float32)
-
         weights = from_v1_arrays(
             {
                 "kernel": kernel,
@@ -80,6 +69,10 @@ def keras_cases(out: dict[str, np.ndarray]) -> list[dict[str, Any]]:
                 "dense_bias": dense_bias,
             }
         )
+        # the one Keras builder, fresh (zero state): every step's output of each stream
+        model = stateful_model_of(weights, batch=STREAMS, steps=STEPS)
+        keras_y = np.asarray(model.predict(x, batch_size=STREAMS, verbose=0))[:, :, 0].astype(np.float32)
+
         h = np.zeros((STREAMS, u), np.float32)
         numpy_y = np.stack([gru_step(weights, x[:, t, :], h)[:, 0] for t in range(STEPS)], axis=1)
         err = float(np.max(np.abs(numpy_y - keras_y)))

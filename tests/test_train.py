@@ -282,3 +282,23 @@ def test_trainer_guard_warns_when_persistence_wins(tmp_path: Path) -> None:
     assert any("float model loses to persistence" in w for w in guard["warnings"])
     assert "WARNING: walk: the float model loses to persistence" in result.stderr
     assert load_bundle(out).manifest.training["guard_warnings"] == len(guard["warnings"])
+
+
+def test_the_guard_points_a_fixed_normalization_int8_loss_at_causal_normalization() -> None:
+    """A fixed-normalization network outputs the level; the advice for an int8 loss names the causal rule."""
+    from edge_gru.train.trainer import persistence_guard
+
+    metrics = {
+        "per_series": {
+            "sst": {"persistence": {"mae": 1.0}, "gru": {"mae": 0.9}, "tflite-int8": {"mae": 3.2}},
+        }
+    }
+    fixed = persistence_guard(metrics, normalization="fixed")
+    assert fixed["int8_loses_while_float_wins"] and fixed["float_beats_persistence"]
+    assert len(fixed["warnings"]) == 1 and "while the float model wins" in fixed["warnings"][0]
+    assert "--normalization causal" in fixed["warnings"][0]
+    causal = persistence_guard(metrics, normalization="causal")
+    assert len(causal["warnings"]) == 1 and "--normalization causal" not in causal["warnings"][0]
+    metrics["per_series"]["sst"]["gru"]["mae"] = 1.2  # the float model loses too
+    both = persistence_guard(metrics, normalization="fixed")["warnings"]
+    assert len(both) == 2 and all("--normalization causal" in w for w in both)

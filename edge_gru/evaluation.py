@@ -103,14 +103,18 @@ def _next_accepted(status: np.ndarray) -> np.ndarray:
     return nxt
 
 
+def _accepted_times(series: Series, status: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """The accepted rows, their times and the sample period the pairing rule measures gaps in."""
+    acc = np.flatnonzero(np.isin(status, _ACCEPTED))
+    if series.times is not None and series.period:
+        return acc, series.times[acc], series.period
+    return acc, acc.astype(np.float64), 1.0  # no time column: the next accepted reading must be the next row
+
+
 def _pairs(series: Series, forecasts: np.ndarray, status: np.ndarray) -> np.ndarray:
     """Rows t whose forecast is scored, by the one pairing rule over the accepted readings."""
     pairs = np.zeros(len(series), dtype=bool)
-    acc = np.flatnonzero(np.isin(status, _ACCEPTED))
-    if series.times is not None and series.period:
-        ts, period = series.times[acc], series.period
-    else:  # no time column: the next accepted reading must be the next row
-        ts, period = acc.astype(np.float64), 1.0
+    acc, ts, period = _accepted_times(series, status)
     has_forecast = (status[acc] == Status.FORECAST) & np.isfinite(forecasts[acc])
     pairs[acc[next_reading_pairs(ts, has_forecast, period)]] = True
     return pairs
@@ -164,11 +168,7 @@ def score_steps(series: Series, run: StreamRun, *, start: int = 0, stop: int | N
         return []
     stop = len(series) if stop is None else stop
     target = series.target_values
-    acc = np.flatnonzero(np.isin(run.status, _ACCEPTED))
-    if series.times is not None and series.period:
-        ts, period = series.times[acc], series.period
-    else:
-        ts, period = acc.astype(np.float64), 1.0
+    acc, ts, period = _accepted_times(series, run.status)
     out = []
     for k in range(1, run.values.shape[1] + 1):
         forecast = run.values[acc, k - 1]

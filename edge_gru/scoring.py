@@ -21,11 +21,7 @@ PAIR_GAP = 1.5  # a forecast's actual is the next accepted reading at most this 
 
 def next_reading_pairs(ts: np.ndarray, has_forecast: np.ndarray, period: float) -> np.ndarray:
     """Indices ``k`` of accepted readings (times ``ts``, in order) whose forecast is scored against reading k + 1."""
-    if ts.shape[0] < 2:
-        return np.zeros(0, dtype=np.int64)
-    with np.errstate(over="ignore", invalid="ignore"):
-        near = np.diff(ts) <= PAIR_GAP * period
-    return np.flatnonzero(has_forecast[:-1] & near)
+    return step_pairs(ts, has_forecast, period, 1)
 
 
 def step_pairs(ts: np.ndarray, has_forecast: np.ndarray, period: float, step: int) -> np.ndarray:
